@@ -1,0 +1,57 @@
+"""The runtime's settings: one pydantic-settings object, filled from flags and INFERKUBE_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from inferkube.api.contract import ENV_PREFIX, RUNTIME_PORT
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RuntimeSettings(BaseSettings):
+    """Everything `inferkube-runtime serve` can be told; flags win over environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=())
+
+    # --- model and engine ---------------------------------------------------------------------
+    model: str = Field("builtin:tiny", description="Model directory, Hugging Face name, or builtin:tiny.")
+    served_model_name: str | None = Field(None, description="Name clients send as `model`.")
+    dtype: str = Field("auto", description="Weight/activation dtype passed to vLLM.")
+    max_model_len: int | None = Field(None, ge=1, description="Context length (default: the model's).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (vLLM tensor parallelism).")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="GPU memory fraction.")
+    enable_prefix_caching: bool | None = Field(None, description="vLLM automatic prefix caching.")
+    max_num_seqs: int | None = Field(None, ge=1, description="Max sequences the engine batches at once.")
+    engine_args: list[str] = Field(default_factory=list, description="Raw extra vLLM engine arguments.")
+    warmup: bool = Field(True, description="Send one warm-up request before /ready turns 200.")
+
+    # --- HTTP -------------------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = Field(RUNTIME_PORT, ge=0, le=65535)
+    log_level: str = "info"
+
+    # --- admission and drain ----------------------------------------------------------------
+    max_in_flight: int = Field(256, ge=1, description="Requests handed to the engine at once.")
+    max_queued: int = Field(256, ge=0, description="Admitted requests waiting for an in-flight slot.")
+    drain_timeout: float = Field(120.0, ge=0, description="Seconds in-flight requests get after SIGTERM.")
+
+    # --- tenancy and rate limits ------------------------------------------------------------
+    tenants_file: Path | None = None
+    rate_limit_backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    rate_limit_fail_open: bool = True
+    default_requests_per_minute: int | None = Field(None, ge=1)
+    default_tokens_per_minute: int | None = Field(None, ge=1)
+
+    # --- input caps -------------------------------------------------------------------------
+    max_tokens_cap: int = Field(4096, ge=1, description="Largest max_tokens a request may ask for.")
+    max_n: int = Field(16, ge=1, description="Largest n (choices per request).")
+    max_stop_sequences: int = Field(16, ge=0, description="Longest stop list.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes.")
+
+    @property
+    def model_name(self) -> str:
+        """The name clients use in the `model` field."""
+        return self.served_model_name or self.model
