@@ -1,0 +1,232 @@
+"""Rate limiter shared by all replicas through Redis: one atomic Lua script per decision."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from inferkube.runtime.tenancy.decision import (
+    BACKEND_RETRY_AFTER,
+    CONCURRENCY_RETRY_AFTER,
+    REASON_BACKEND_UNAVAILABLE,
+    REASON_CONCURRENCY,
+    REASON_OK,
+    REASON_REQUESTS,
+    REASON_TOKENS,
+    EffectiveLimits,
+    RateLimitDecision,
+    budget_exceeded,
+    effective_limits,
+    ratelimit_headers,
+    rejection_message,
+)
+from inferkube.runtime.tenancy.tenants import Tenant
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "inferkube:rl"
+_REASONS = {0: REASON_OK, 1: REASON_REQUESTS, 2: REASON_TOKENS, 3: REASON_CONCURRENCY}
+_T = TypeVar("_T")
+# What a Redis outage looks like (ConnectionError is an OSError; wait_for raises TimeoutError).
+_BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+def tenant_keys(tenant_name: str, prefix: str = KEY_PREFIX) -> list[str]:
+    """The three Redis keys of one tenant; the `{tenant}` hash tag keeps them in one Cluster slot."""
+    base = f"{prefix}:{{{tenant_name}}}"
+    return [f"{base}:requests", f"{base}:tokens", f"{base}:concurrency"]
+
+
+class RedisRateLimiter:
+    """Token buckets and concurrency leases in Redis, so several replicas share one budget.
+
+    Concurrency slots are leases in a sorted set scored by expiry; this replica renews its live
+    leases in the background, so a replica that dies leaks its slots for at most `lease_ttl`.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        fail_open: bool,
+        default_rpm: int | None = None,
+        default_tpm: int | None = None,
+        default_max_concurrent: int | None = None,
+        window_seconds: float = 60.0,
+        timeout_seconds: float = 0.1,
+        lease_ttl_seconds: float = 30.0,
+        reconnect_backoff_seconds: float = 0.5,
+        key_prefix: str = KEY_PREFIX,
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        if window_seconds <= 0 or lease_ttl_seconds <= 0 or timeout_seconds <= 0:
+            raise ValueError("window_seconds, lease_ttl_seconds and timeout_seconds must be positive")
+        self._client = client or aioredis.Redis.from_url(
+            redis_url,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._script = self._client.register_script(
+            resources.files("inferkube.runtime.tenancy").joinpath("ratelimit.lua").read_text()
+        )
+        self.fail_open = fail_open
+        self._defaults = (default_rpm, default_tpm, default_max_concurrent)
+        self._window_ms = int(window_seconds * 1000)
+        self._timeout = timeout_seconds
+        self._lease_ttl_ms = int(lease_ttl_seconds * 1000)
+        self._backoff = reconnect_backoff_seconds
+        self._prefix = key_prefix
+        self._replica = uuid.uuid4().hex[:12]
+        self._counter = 0
+        self._leases: dict[str, list[str]] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self._down_until = 0.0
+        self._errors = 0
+
+    @property
+    def backend_errors(self) -> int:
+        """Operations that could not use Redis (failed, timed out, or skipped while it is down)."""
+        return self._errors
+
+    def limits_for(self, tenant: Tenant) -> EffectiveLimits:
+        """The limits in force for `tenant`."""
+        return effective_limits(tenant, *self._defaults)
+
+    def leases_held(self, tenant: Tenant) -> int:
+        """Concurrency leases this replica holds for `tenant`."""
+        return len(self._leases.get(tenant.name, ()))
+
+    async def _call(self, awaitable: Awaitable[_T]) -> _T:
+        """Run one Redis call under the time bound; raise `RedisError` (or timeout) on failure."""
+        if time.monotonic() < self._down_until:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            raise ConnectionError("redis marked down after a recent failure")
+        try:
+            return await asyncio.wait_for(awaitable, timeout=self._timeout)
+        except _BACKEND_ERRORS:
+            self._down_until = time.monotonic() + self._backoff
+            raise
+
+    def _backend_failed(self, what: str, exc: BaseException) -> None:
+        self._errors += 1
+        log.warning("rate-limit backend unavailable during %s: %s", what, type(exc).__name__)
+
+    async def acquire(self, tenant: Tenant, estimated_tokens: int) -> RateLimitDecision:
+        """Take one request, `estimated_tokens` tokens and a concurrency slot, or say why not."""
+        limits = self.limits_for(tenant)
+        if limits.unlimited:
+            return RateLimitDecision(allowed=True)
+        cost = max(0, int(estimated_tokens))
+        rpm = limits.requests_per_minute or 0
+        tpm = limits.tokens_per_minute or 0
+        maxc = limits.max_concurrent or 0
+        self._counter += 1
+        lease = f"{self._replica}:{self._counter}"
+        args: list[Any] = ["acquire", rpm, tpm, maxc, cost, self._window_ms, lease, self._lease_ttl_ms]
+        try:
+            reply = await self._call(self._script(keys=tenant_keys(tenant.name, self._prefix), args=args))
+        except _BACKEND_ERRORS as exc:
+            self._backend_failed("acquire", exc)
+            if self.fail_open:
+                return RateLimitDecision(
+                    allowed=True,
+                    reason=REASON_BACKEND_UNAVAILABLE,
+                    message="rate-limit backend unavailable; request allowed (fail open)",
+                )
+            return RateLimitDecision(
+                allowed=False,
+                reason=REASON_BACKEND_UNAVAILABLE,
+                retry_after=BACKEND_RETRY_AFTER,
+                message="rate-limit backend unavailable; request refused (fail closed)",
+            )
+        allowed, code, retry_ms, r_milli, r_reset, t_milli, t_reset = (int(x) for x in reply)
+        headers = ratelimit_headers(
+            limits,
+            r_milli / 1000 if rpm else None,
+            r_reset / 1000,
+            t_milli / 1000 if tpm else None,
+            t_reset / 1000,
+        )
+        if allowed:
+            if maxc:
+                self._leases.setdefault(tenant.name, []).append(lease)
+                self._ensure_renewer()
+            return RateLimitDecision(allowed=True, headers=headers)
+        if code == 4:
+            return budget_exceeded(tenant, cost, tpm, headers)
+        reason = _REASONS[code]
+        retry_after = CONCURRENCY_RETRY_AFTER if code == 3 else retry_ms / 1000
+        return RateLimitDecision(
+            allowed=False,
+            reason=reason,
+            retry_after=retry_after,
+            headers=headers,
+            message=rejection_message(tenant, reason, retry_after),
+        )
+
+    async def complete(self, tenant: Tenant, estimated_tokens: int, actual_tokens: int) -> None:
+        """Refund or charge the difference between estimated and actual tokens; free the slot."""
+        limits = self.limits_for(tenant)
+        # Leases of one tenant on one replica are interchangeable: release any one of them.
+        held = self._leases.get(tenant.name)
+        lease = held.pop() if held else ""
+        tpm = limits.tokens_per_minute or 0
+        delta = max(0, int(estimated_tokens)) - max(0, int(actual_tokens)) if tpm else 0
+        if not lease and not delta:
+            return
+        args: list[Any] = ["complete", tpm, delta, self._window_ms, lease]
+        try:
+            await self._call(self._script(keys=tenant_keys(tenant.name, self._prefix), args=args))
+        except _BACKEND_ERRORS as exc:
+            # The lease (if any) is no longer renewed and expires by itself after lease_ttl.
+            self._backend_failed("complete", exc)
+
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(
+                self._renew_forever(), name="inferkube-ratelimit-lease-renewer"
+            )
+
+    async def renew_leases(self) -> int:
+        """Extend every lease this replica still holds; returns how many were extended."""
+        renewed = 0
+        for name, leases in list(self._leases.items()):
+            if not leases:
+                self._leases.pop(name, None)
+                continue
+            args: list[Any] = ["renew", self._lease_ttl_ms, *leases]
+            try:
+                keys = tenant_keys(name, self._prefix)
+                renewed += int(await self._call(self._script(keys=keys, args=args)))
+            except _BACKEND_ERRORS as exc:
+                self._backend_failed("lease renewal", exc)
+        return renewed
+
+    async def _renew_forever(self) -> None:
+        interval = self._lease_ttl_ms / 1000 / 3
+        while any(self._leases.values()):
+            await asyncio.sleep(interval)
+            await self.renew_leases()
+
+    async def close(self) -> None:
+        """Stop renewing leases and close the connection pool."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.aclose()
