@@ -1,0 +1,57 @@
+"""Names shared by the operator (which writes Deployments) and the runtime (which serves).
+
+Changing a value here changes the wire contract between the two: keep them stable.
+"""
+
+from __future__ import annotations
+
+# --- API group -------------------------------------------------------------------------------
+GROUP = "serving.inferkube.dev"
+VERSION = "v1alpha1"
+KIND = "InferenceService"
+PLURAL = "inferenceservices"
+SINGULAR = "inferenceservice"
+SHORT_NAMES = ["infsvc", "iks"]
+
+# --- Labels and annotations ------------------------------------------------------------------
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_VERSION = "app.kubernetes.io/version"
+# Children carry this instead of app.kubernetes.io/instance: Argo CD tracks apps by that label by
+# default and would prune children that carry an instance label it does not own.
+LABEL_ISVC = "serving.inferkube.dev/inferenceservice"
+APP_NAME = "inferkube"
+MANAGED_BY = "inferkube-operator"
+FIELD_MANAGER = "inferkube-operator"
+ANNOTATION_PREFIX = "serving.inferkube.dev/"
+ANNOTATION_MODEL_REVISION = ANNOTATION_PREFIX + "model-revision"
+ANNOTATION_CACHE_KEY = ANNOTATION_PREFIX + "cache-key"
+
+# --- Runtime process contract ----------------------------------------------------------------
+RUNTIME_PORT = 8000
+RUNTIME_PORT_NAME = "http"
+HEALTH_PATH = "/health"   # liveness: cheap, answers under full load
+READY_PATH = "/ready"     # readiness: 503 until model loaded + warm-up ok, and while draining
+METRICS_PATH = "/metrics"
+CACHE_MOUNT_PATH = "/models"          # the model cache PVC (read-only in serving pods)
+TENANTS_MOUNT_DIR = "/etc/inferkube/tenants"
+TENANTS_FILE_KEY = "tenants.yaml"     # key inside the API-key Secret
+SHM_MOUNT_PATH = "/dev/shm"
+DOWNLOAD_MANIFEST_FILE = ".inferkube-manifest.json"  # written by the downloader into the cache dir
+ENV_PREFIX = "INFERKUBE_"
+
+# --- Metrics the runtime exports (stable names; the HPA scales on the first two) -------------
+METRIC_QUEUE_DEPTH = "inferkube_queue_depth"                  # gauge: admitted, waiting for engine
+METRIC_KV_CACHE_USAGE = "inferkube_kv_cache_usage_ratio"      # gauge 0..1
+METRIC_REQUESTS_IN_FLIGHT = "inferkube_requests_in_flight"    # gauge
+METRIC_REQUESTS_TOTAL = "inferkube_requests_total"            # counter {model, tenant, status}
+METRIC_REJECTIONS_TOTAL = "inferkube_rejections_total"        # counter {model, reason}
+METRIC_TTFT_SECONDS = "inferkube_time_to_first_token_seconds"       # histogram
+METRIC_TPOT_SECONDS = "inferkube_time_per_output_token_seconds"     # histogram
+METRIC_E2E_SECONDS = "inferkube_request_duration_seconds"           # histogram
+METRIC_PROMPT_TOKENS_TOTAL = "inferkube_prompt_tokens_total"        # counter
+METRIC_COMPLETION_TOKENS_TOTAL = "inferkube_completion_tokens_total"  # counter
+METRIC_CLIENT_DISCONNECTS_TOTAL = "inferkube_client_disconnects_total"  # counter
+METRIC_RATELIMIT_BACKEND_ERRORS_TOTAL = "inferkube_ratelimit_backend_errors_total"  # counter

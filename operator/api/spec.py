@@ -1,0 +1,427 @@
+"""The InferenceService API (serving.inferkube.dev/v1alpha1), defined once as pydantic models.
+
+The CRD in ``crds/`` is generated from these models (descriptions become ``kubectl explain``), and the
+operator and the CLI parse ``spec`` with the same models. CEL rules (``x-kubernetes-validations``) sit
+next to the fields they guard, in ``json_schema_extra``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+IntOrString = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+Quantity = Annotated[
+    int | str,
+    Field(
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+        }
+    ),
+]
+# Kubernetes objects we pass through untouched (tolerations, affinity, env entries): the API server
+# validates them again when the operator writes the Deployment.
+KubeObject = Annotated[
+    dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+]
+
+MODEL_SOURCE_PATTERN = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^/].*)?|https?://[^\s]+)$"
+
+
+class ApiModel(BaseModel):
+    """Base for API models: camelCase on the wire, unknown fields rejected, same shape as the CRD."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class SecretKeyRef(ApiModel):
+    """A key in a Secret in the InferenceService's namespace."""
+
+    name: str = Field(description="Name of the Secret.", min_length=1, max_length=253)
+    key: str = Field(default="token", description="Key inside the Secret. Default: token.")
+
+
+class ModelSpec(ApiModel):
+    """Which model to serve and where its weights come from."""
+
+    source: str = Field(
+        description=(
+            "Where the weights come from: hf://ORG/NAME (Hugging Face Hub), pvc://CLAIM/PATH (a "
+            "PersistentVolumeClaim in this namespace that already holds the model; nothing is "
+            "downloaded) or https://HOST/PATH (a tar, tar.gz or zip archive)."
+        ),
+        pattern=MODEL_SOURCE_PATTERN,
+        max_length=2048,
+    )
+    revision: str | None = Field(
+        default=None,
+        description=(
+            "Hub revision to serve (branch, tag or commit). Pin a commit in production so every "
+            "replica and every re-download serves the same weights. Default: main."
+        ),
+        max_length=255,
+    )
+    served_name: str | None = Field(
+        default=None,
+        description=(
+            "Model name clients pass in the OpenAI 'model' field and see in /v1/models. "
+            "Default: the InferenceService's name."
+        ),
+        max_length=255,
+    )
+    sha256: str | None = Field(
+        default=None,
+        description="Expected SHA-256 of an https:// archive; the download fails when it differs.",
+        pattern=r"^[a-f0-9]{64}$",
+    )
+    allow_patterns: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns of Hub files to download (e.g. '*.safetensors'). Empty: all files.",
+        max_length=64,
+    )
+    ignore_patterns: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns of Hub files to skip (e.g. '*.pth', 'original/*').",
+        max_length=64,
+    )
+
+
+class RuntimeSpec(ApiModel):
+    """The runtime container: image, vLLM engine settings and environment."""
+
+    image: str | None = Field(
+        default=None,
+        description="Runtime image. Default: the operator's configured runtime image.",
+        max_length=1024,
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Image pull policy of the runtime and download containers."
+    )
+    tensor_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="vLLM tensor-parallel size: GPUs one model replica is split across. Default: 1.",
+    )
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = Field(
+        default=None, description="Weight and activation dtype passed to vLLM. Default: auto."
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="Context length (prompt + output tokens). Default: the model's."
+    )
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1, description="Fraction of GPU memory vLLM may use. Default: 0.9."
+    )
+    enable_prefix_caching: bool | None = Field(
+        default=None, description="Reuse the KV cache of shared prompt prefixes."
+    )
+    max_num_seqs: int | None = Field(
+        default=None, ge=1, description="Maximum sequences the engine schedules at once."
+    )
+    engine_args: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Extra vLLM engine arguments, passed verbatim after '--' "
+            "(e.g. ['--kv-cache-dtype', 'fp8', '--enforce-eager'])."
+        ),
+        max_length=128,
+    )
+    env: list[KubeObject] = Field(
+        default_factory=list,
+        description="Extra environment variables (core/v1 EnvVar) for the runtime container.",
+    )
+    env_from: list[KubeObject] = Field(
+        default_factory=list,
+        description="Extra environment sources (core/v1 EnvFromSource) for the runtime container.",
+    )
+    hf_token_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret holding a Hugging Face token for gated or private models (key default: token).",
+    )
+    drain_timeout_seconds: int = Field(
+        default=120,
+        ge=0,
+        le=3600,
+        description=(
+            "On shutdown the runtime stops admitting requests and lets in-flight ones finish for up "
+            "to this long. terminationGracePeriodSeconds is derived from it. Default: 120."
+        ),
+    )
+
+
+class ResourcesSpec(ApiModel):
+    """Compute per replica."""
+
+    accelerator: str | None = Field(
+        default=None,
+        description=(
+            "Accelerator profile name from the operator's settings (e.g. nvidia-h100-80gb). It sets "
+            "nodeSelector, tolerations, runtimeClassName and the extended resource name "
+            "(nvidia.com/gpu, amd.com/gpu). Unset: CPU only."
+        ),
+        max_length=63,
+    )
+    gpus: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Accelerators per replica. Must be a multiple of runtime.tensorParallelSize.",
+    )
+    cpu: Quantity | None = Field(default=None, description="CPU request per replica (e.g. '8').")
+    memory: Quantity | None = Field(
+        default=None, description="Memory request and limit per replica (e.g. '64Gi')."
+    )
+    shm_size: Quantity | None = Field(
+        default=None,
+        description="Size of the in-memory /dev/shm volume (tensor-parallel workers use it). Default: 8Gi with GPUs, 1Gi without.",
+    )
+
+
+class SchedulingSpec(ApiModel):
+    """Where replicas may run, on top of the accelerator profile."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Extra node labels replicas require (merged over the profile's)."
+    )
+    tolerations: list[KubeObject] = Field(
+        default_factory=list, description="Extra tolerations (core/v1 Toleration), added to the profile's."
+    )
+    affinity: KubeObject | None = Field(default=None, description="Pod affinity (core/v1 Affinity).")
+    priority_class_name: str | None = Field(default=None, description="PriorityClass of the replicas.")
+    runtime_class_name: str | None = Field(
+        default=None, description="RuntimeClass of the replicas. Default: the accelerator profile's."
+    )
+
+
+class ScalingBehavior(ApiModel):
+    """How fast the autoscaler may move in one direction."""
+
+    stabilization_window_seconds: int | None = Field(
+        default=None, ge=0, le=3600, description="Window over which the autoscaler takes the most cautious recommendation."
+    )
+    pods_per_period: int | None = Field(
+        default=None, ge=1, description="At most this many pods added or removed per period."
+    )
+    period_seconds: int = Field(default=60, ge=1, le=1800, description="Length of a period. Default: 60.")
+
+
+class AutoscalingSpec(ApiModel):
+    """Scale replicas on the runtime's own metrics (queue depth, KV-cache use)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+                    "message": "autoscaling.minReplicas must be <= autoscaling.maxReplicas",
+                    "fieldPath": ".minReplicas",
+                },
+                {
+                    "rule": "has(self.targetQueueDepth) || has(self.targetKvCacheUsage)",
+                    "message": "autoscaling needs at least one target: targetQueueDepth or targetKvCacheUsage",
+                },
+            ]
+        }
+    )
+
+    engine: Literal["hpa", "keda"] = Field(
+        default="hpa",
+        description=(
+            "hpa: an autoscaling/v2 HorizontalPodAutoscaler on Pods metrics (needs a metrics adapter "
+            "such as prometheus-adapter). keda: a KEDA ScaledObject querying Prometheus. Default: hpa."
+        ),
+    )
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas. Default: 1.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
+    target_queue_depth: int | None = Field(
+        default=None, ge=1, description="Target requests waiting per replica (metric inferkube_queue_depth)."
+    )
+    target_kv_cache_usage: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Target KV-cache use per replica in percent (metric inferkube_kv_cache_usage_ratio).",
+    )
+    scale_up: ScalingBehavior | None = Field(default=None, description="Scale-up behaviour.")
+    scale_down: ScalingBehavior | None = Field(
+        default=None, description="Scale-down behaviour. Default: 300 s stabilization, one pod per minute."
+    )
+
+
+class CacheSpec(ApiModel):
+    """A PersistentVolumeClaim filled once by a download Job; replicas load from disk."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Download the model once into a PVC before replicas start. false: every pod downloads "
+            "into an emptyDir at start (slow path). Ignored for pvc:// sources. Default: true."
+        ),
+    )
+    name: str | None = Field(
+        default=None,
+        description="Name of the claim. A new InferenceService naming a retained claim reuses it. Default: NAME-model-cache.",
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+    )
+    storage_class_name: str | None = Field(default=None, description="StorageClass of the claim. Default: the cluster default.")
+    size: Quantity = Field(default="100Gi", description="Size of the claim. Default: 100Gi.")
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] | None = Field(
+        default=None,
+        description="Access mode of the claim. Default: ReadWriteMany when more than one replica may run, else ReadWriteOnce.",
+    )
+    reclaim_policy: Literal["Retain", "Delete"] = Field(
+        default="Delete",
+        description=(
+            "Delete: the claim is owned by the InferenceService and garbage-collected with it. "
+            "Retain: the claim has no owner and survives deletion. Default: Delete."
+        ),
+    )
+    download_retries: int = Field(default=3, ge=0, le=20, description="Retries of the download Job (backoffLimit). Default: 3.")
+    download_timeout_seconds: int = Field(
+        default=21600, ge=60, description="Deadline of one download Job (activeDeadlineSeconds). Default: 21600 (6 h)."
+    )
+
+
+class MonitoringSpec(ApiModel):
+    """Prometheus Operator integration."""
+
+    service_monitor: bool = Field(
+        default=True,
+        description="Create a ServiceMonitor when the monitoring.coreos.com API is served. Default: true.",
+    )
+    interval: str = Field(default="30s", pattern=r"^([0-9]+(ms|s|m|h))+$", description="Scrape interval. Default: 30s.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on the ServiceMonitor (e.g. release: prometheus)."
+    )
+
+
+class ApiSpec(ApiModel):
+    """API keys and per-key limits enforced by the runtime."""
+
+    keys_secret: str | None = Field(
+        default=None,
+        description=(
+            "Secret whose 'tenants.yaml' key lists tenants: name, key or keySha256, requestsPerMinute, "
+            "tokensPerMinute, maxConcurrent. Set: every API route needs 'Authorization: Bearer KEY'."
+        ),
+        max_length=253,
+    )
+    default_requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Requests per minute for tenants that set none."
+    )
+    default_tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Prompt + completion tokens per minute for tenants that set none."
+    )
+    rate_limit_backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="memory: each replica counts alone. redis: replicas share one budget. Default: memory.",
+    )
+    redis_url_secret: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the Redis URL (needed with rateLimitBackend redis)."
+    )
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="Admission bound per replica: requests in flight before 429."
+    )
+
+
+class RolloutSpec(ApiModel):
+    """Rolling-update budget. The default never needs a spare GPU node."""
+
+    max_surge: IntOrString = Field(default=0, description="Extra replicas during a rollout. Default: 0 (GPU-safe).")
+    max_unavailable: IntOrString = Field(default=1, description="Replicas that may be down during a rollout. Default: 1.")
+
+
+class ProbesSpec(ApiModel):
+    """Probe budgets of the runtime container."""
+
+    startup_timeout_seconds: int = Field(
+        default=1800,
+        ge=60,
+        le=86400,
+        description="How long a replica may take to load the model before it is restarted. Default: 1800.",
+    )
+
+
+def _spec_rules() -> list[dict[str, str]]:
+    """CEL rules across spec fields."""
+    return [
+        {
+            "rule": "!has(self.replicas) || !has(self.autoscaling)",
+            "message": "set either replicas or autoscaling, not both (remove autoscaling to scale by hand)",
+        },
+        {
+            "rule": (
+                "!has(self.runtime) || !has(self.runtime.tensorParallelSize) || self.runtime.tensorParallelSize <= 1 || "
+                "(has(self.resources) && has(self.resources.gpus) && self.resources.gpus > 0 && "
+                "self.resources.gpus % self.runtime.tensorParallelSize == 0)"
+            ),
+            "message": "resources.gpus must be a positive multiple of runtime.tensorParallelSize",
+            "fieldPath": ".resources.gpus",
+        },
+        {
+            "rule": "!has(self.resources) || !has(self.resources.gpus) || self.resources.gpus == 0 || has(self.resources.accelerator)",
+            "message": "resources.gpus needs resources.accelerator (the profile names the GPU resource and nodes)",
+            "fieldPath": ".resources.accelerator",
+        },
+        {
+            "rule": (
+                "!has(self.api) || !has(self.api.rateLimitBackend) || self.api.rateLimitBackend != 'redis' || "
+                "has(self.api.redisUrlSecret)"
+            ),
+            "message": "api.rateLimitBackend redis needs api.redisUrlSecret",
+            "fieldPath": ".api.redisUrlSecret",
+        },
+        {
+            "rule": (
+                "self.model.source == oldSelf.model.source || !has(oldSelf.cache) || "
+                "!has(oldSelf.cache.reclaimPolicy) || oldSelf.cache.reclaimPolicy != 'Retain' || "
+                "(has(self.cache) && has(self.cache.name) && (!has(oldSelf.cache.name) || self.cache.name != oldSelf.cache.name))"
+            ),
+            "message": (
+                "model.source cannot change while the cache is retained (reclaimPolicy Retain): the retained "
+                "claim would hold another model; set a new cache.name as well"
+            ),
+            "fieldPath": ".model.source",
+        },
+    ]
+
+
+class InferenceServiceSpec(ApiModel):
+    """Desired state of an InferenceService: one model served by the inferkube runtime."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _spec_rules()})
+
+    model: ModelSpec = Field(description="The model to serve.")
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Runtime container and vLLM engine settings.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Compute per replica.")
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec, description="Placement of replicas.")
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Fixed number of replicas (also what 'kubectl scale' sets). Exclusive with autoscaling. Default: 1.",
+    )
+    autoscaling: AutoscalingSpec | None = Field(default=None, description="Autoscale on the runtime's metrics. Exclusive with replicas.")
+    cache: CacheSpec = Field(default_factory=CacheSpec, description="Model cache on a PersistentVolumeClaim.")
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Prometheus Operator integration.")
+    api: ApiSpec = Field(default_factory=ApiSpec, description="API keys and rate limits.")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rolling-update budget.")
+    probes: ProbesSpec = Field(default_factory=ProbesSpec, description="Probe budgets.")
+
+    @property
+    def max_possible_replicas(self) -> int:
+        """The most replicas this spec can run at once."""
+        if self.autoscaling is not None:
+            return self.autoscaling.max_replicas
+        return 1 if self.replicas is None else self.replicas
+
+    @property
+    def source_scheme(self) -> str:
+        """The scheme of model.source: hf, pvc, https or http."""
+        return self.model.source.split("://", 1)[0]

@@ -1,0 +1,72 @@
+"""The Job that downloads the model once into the cache claim."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferkube.api import contract
+from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator.builders import common
+from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.operator.settings import OperatorSettings
+
+
+def build_cache_job(
+    spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSettings, observed: Observed
+) -> dict[str, Any]:
+    """Download source@revision into CACHE/<key>; the Job name carries the key, so a new revision is a new Job."""
+    key = common.cache_key(spec)
+    img, policy = common.image(spec, settings)
+    resources = {
+        "requests": {"cpu": settings.download_job_cpu, "memory": settings.download_job_memory},
+        "limits": {"memory": settings.download_job_memory},
+    }
+    container = {
+        "name": "download",
+        "image": img,
+        "imagePullPolicy": policy,
+        "args": common.download_args(spec, key),
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": "/tmp/hf"},
+                *common.hf_token_env(spec)],
+        "volumeMounts": [
+            {"name": "model-cache", "mountPath": contract.CACHE_MOUNT_PATH},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "resources": resources,
+        "securityContext": dict(common.RESTRICTED_CONTAINER_SECURITY),
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    labels = {**common.labels(meta, common.COMPONENT_CACHE), contract.ANNOTATION_CACHE_KEY: key}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": common.download_job_name(meta, key),
+            "namespace": meta.namespace,
+            "labels": labels,
+            "annotations": {
+                contract.ANNOTATION_CACHE_KEY: key,
+                contract.ANNOTATION_MODEL_REVISION: spec.model.revision or "",
+            },
+        },
+        "spec": {
+            "backoffLimit": spec.cache.download_retries,
+            "activeDeadlineSeconds": spec.cache.download_timeout_seconds,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": dict(common.RESTRICTED_POD_SECURITY),
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "model-cache",
+                         "persistentVolumeClaim": {"claimName": common.cache_claim_name(spec, meta)}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }

@@ -1,0 +1,245 @@
+"""The runtime Deployment: GPU-affine, restricted, drained on shutdown, loading the model from disk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferkube.api import contract
+from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator.builders import common
+from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.operator.settings import OperatorSettings
+
+PROBE_PERIOD_SECONDS = 10
+TENANTS_VOLUME = "tenants"
+CACHE_VOLUME = "model-cache"
+SHM_VOLUME = "dshm"
+TMP_VOLUME = "tmp"
+
+
+def runtime_args(spec: InferenceServiceSpec, meta: ServiceMeta, key: str) -> list[str]:
+    """Arguments of ``inferkube-runtime serve`` for this spec."""
+    rt = spec.runtime
+    args = [
+        "serve",
+        "--model", common.model_path(spec, key),
+        "--served-model-name", common.served_model_name(spec, meta),
+        "--host", "0.0.0.0",
+        "--port", str(contract.RUNTIME_PORT),
+        "--tensor-parallel-size", str(rt.tensor_parallel_size),
+        "--drain-timeout", str(rt.drain_timeout_seconds),
+    ]
+    optional: list[tuple[str, Any]] = [
+        ("--dtype", rt.dtype),
+        ("--max-model-len", rt.max_model_len),
+        ("--gpu-memory-utilization", rt.gpu_memory_utilization),
+        ("--max-num-seqs", rt.max_num_seqs),
+        ("--max-in-flight", spec.api.max_in_flight),
+        ("--default-requests-per-minute", spec.api.default_requests_per_minute),
+        ("--default-tokens-per-minute", spec.api.default_tokens_per_minute),
+    ]
+    args += [item for flag, value in optional if value is not None for item in (flag, str(value))]
+    if rt.enable_prefix_caching is True:
+        args.append("--enable-prefix-caching")
+    if spec.api.keys_secret:
+        args += ["--tenants-file", f"{contract.TENANTS_MOUNT_DIR}/{contract.TENANTS_FILE_KEY}"]
+    if spec.api.rate_limit_backend == "redis":
+        args += ["--rate-limit-backend", "redis"]
+    if rt.engine_args:
+        args += ["--", *rt.engine_args]
+    return args
+
+
+def _env(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
+    """Environment of the runtime container: offline hub when cached, writable HOME, user's extras."""
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": "/tmp/hf"},
+    ]
+    if common.uses_cache(spec) or spec.source_scheme == "pvc":
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    redis = spec.api.redis_url_secret
+    if spec.api.rate_limit_backend == "redis" and redis is not None:
+        env.append(
+            {
+                "name": contract.ENV_PREFIX + "REDIS_URL",
+                "valueFrom": {"secretKeyRef": {"name": redis.name, "key": redis.key}},
+            }
+        )
+    return env + common.hf_token_env(spec) + [dict(e) for e in spec.runtime.env]
+
+
+def _resources(spec: InferenceServiceSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """Requests and limits: extended-resource GPUs as limits, memory request = limit."""
+    res = spec.resources
+    requests: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    if res.cpu is not None:
+        requests["cpu"] = str(res.cpu)
+    if res.memory is not None:
+        requests["memory"] = limits["memory"] = str(res.memory)
+    profile = common.accelerator_profile(spec, settings)
+    if profile is not None and res.gpus > 0:
+        requests[profile.resource_name] = limits[profile.resource_name] = str(res.gpus)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _probes(spec: InferenceServiceSpec) -> dict[str, Any]:
+    """Startup budget for loading large models, then cheap liveness and truthful readiness."""
+    def http(path: str) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": common.PORT_NAME}}
+
+    startup_failures = max(1, -(-spec.probes.startup_timeout_seconds // PROBE_PERIOD_SECONDS))
+    return {
+        "startupProbe": {**http(contract.READY_PATH), "periodSeconds": PROBE_PERIOD_SECONDS,
+                         "failureThreshold": startup_failures, "timeoutSeconds": 5},
+        "readinessProbe": {**http(contract.READY_PATH), "periodSeconds": 5, "failureThreshold": 2, "timeoutSeconds": 3},
+        "livenessProbe": {**http(contract.HEALTH_PATH), "periodSeconds": PROBE_PERIOD_SECONDS,
+                          "failureThreshold": 6, "timeoutSeconds": 5},
+    }
+
+
+def _volumes(spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSettings) -> tuple[list, list]:
+    """(volumes, runtime volumeMounts)."""
+    profile = common.accelerator_profile(spec, settings)
+    shm = spec.resources.shm_size or (profile.shm_size if profile and spec.resources.gpus else "1Gi")
+    volumes: list[dict[str, Any]] = [
+        {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": str(shm)}},
+        {"name": TMP_VOLUME, "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": SHM_VOLUME, "mountPath": contract.SHM_MOUNT_PATH},
+        {"name": TMP_VOLUME, "mountPath": "/tmp"},
+    ]
+    if spec.source_scheme == "pvc":
+        claim = {"claimName": common.pvc_source_claim(spec), "readOnly": True}
+        volumes.append({"name": CACHE_VOLUME, "persistentVolumeClaim": claim})
+        mounts.append({"name": CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH, "readOnly": True})
+    elif common.uses_cache(spec):
+        claim = {"claimName": common.cache_claim_name(spec, meta), "readOnly": True}
+        volumes.append({"name": CACHE_VOLUME, "persistentVolumeClaim": claim})
+        mounts.append({"name": CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH, "readOnly": True})
+    else:
+        volumes.append({"name": CACHE_VOLUME, "emptyDir": {}})
+        mounts.append({"name": CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH})
+    if spec.api.keys_secret:
+        volumes.append({"name": TENANTS_VOLUME, "secret": {"secretName": spec.api.keys_secret,
+                                                          "items": [{"key": contract.TENANTS_FILE_KEY,
+                                                                     "path": contract.TENANTS_FILE_KEY}]}})
+        mounts.append({"name": TENANTS_VOLUME, "mountPath": contract.TENANTS_MOUNT_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _init_download(spec: InferenceServiceSpec, settings: OperatorSettings, key: str) -> list[dict[str, Any]]:
+    """Without a cache claim every pod downloads the model into its emptyDir first (the slow path)."""
+    if common.uses_cache(spec) or spec.source_scheme == "pvc":
+        return []
+    img, policy = common.image(spec, settings)
+    return [
+        {
+            "name": "download-model",
+            "image": img,
+            "imagePullPolicy": policy,
+            "args": common.download_args(spec, key),
+            "env": [{"name": "HOME", "value": "/tmp"}, *common.hf_token_env(spec)],
+            "volumeMounts": [
+                {"name": CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH},
+                {"name": TMP_VOLUME, "mountPath": "/tmp"},
+            ],
+            "securityContext": dict(common.RESTRICTED_CONTAINER_SECURITY),
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+    ]
+
+
+def _scheduling(spec: InferenceServiceSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """nodeSelector, tolerations, runtimeClass, affinity, priority: the profile's, then the user's."""
+    profile = common.accelerator_profile(spec, settings)
+    sched = spec.scheduling
+    out: dict[str, Any] = {}
+    node_selector = {**(profile.node_selector if profile else {}), **sched.node_selector}
+    tolerations = [*(profile.tolerations if profile else []), *sched.tolerations]
+    runtime_class = sched.runtime_class_name or (profile.runtime_class_name if profile else None)
+    if node_selector:
+        out["nodeSelector"] = node_selector
+    if tolerations:
+        out["tolerations"] = [dict(t) for t in tolerations]
+    if runtime_class:
+        out["runtimeClassName"] = runtime_class
+    if sched.affinity:
+        out["affinity"] = dict(sched.affinity)
+    if sched.priority_class_name:
+        out["priorityClassName"] = sched.priority_class_name
+    return out
+
+
+def build_deployment(
+    spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSettings, observed: Observed
+) -> dict[str, Any]:
+    """The runtime Deployment. ``replicas`` is left out when an autoscaler owns it."""
+    key = observed.serving_cache_key or common.cache_key(spec)
+    img, policy = common.image(spec, settings)
+    volumes, mounts = _volumes(spec, meta, settings)
+    container: dict[str, Any] = {
+        "name": "runtime",
+        "image": img,
+        "imagePullPolicy": policy,
+        "args": runtime_args(spec, meta, key),
+        "ports": [{"name": common.PORT_NAME, "containerPort": contract.RUNTIME_PORT, "protocol": "TCP"}],
+        "env": _env(spec),
+        "volumeMounts": mounts,
+        "securityContext": dict(common.RESTRICTED_CONTAINER_SECURITY),
+        "lifecycle": {"preStop": {"sleep": {"seconds": settings.pre_stop_sleep_seconds}}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        **_probes(spec),
+    }
+    if spec.runtime.env_from:
+        container["envFrom"] = [dict(e) for e in spec.runtime.env_from]
+    resources = _resources(spec, settings)
+    if resources:
+        container["resources"] = resources
+    grace = settings.pre_stop_sleep_seconds + spec.runtime.drain_timeout_seconds + 15
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": dict(common.RESTRICTED_POD_SECURITY),
+        "terminationGracePeriodSeconds": grace,
+        "containers": [container],
+        "volumes": volumes,
+        **_scheduling(spec, settings),
+    }
+    init = _init_download(spec, settings, key)
+    if init:
+        pod_spec["initContainers"] = init
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": common.selector_labels(meta)},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": spec.rollout.max_surge, "maxUnavailable": spec.rollout.max_unavailable},
+        },
+        "progressDeadlineSeconds": spec.probes.startup_timeout_seconds + 600,
+        "revisionHistoryLimit": 5,
+        "template": {
+            "metadata": {
+                "labels": common.labels(meta, common.COMPONENT_RUNTIME),
+                "annotations": {contract.ANNOTATION_CACHE_KEY: key},
+            },
+            "spec": pod_spec,
+        },
+    }
+    if spec.autoscaling is None:
+        deployment_spec["replicas"] = 1 if spec.replicas is None else spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            **common.object_meta(meta, meta.name, common.COMPONENT_RUNTIME),
+            "annotations": {contract.ANNOTATION_CACHE_KEY: key},
+        },
+        "spec": deployment_spec,
+    }

@@ -1,0 +1,47 @@
+"""The KEDA ScaledObject alternative to the HPA: Prometheus queries instead of a metrics adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferkube.api import contract
+from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator.builders import common
+from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.operator.settings import OperatorSettings
+
+
+def _trigger(settings: OperatorSettings, query: str, threshold: str) -> dict[str, Any]:
+    """A KEDA prometheus trigger."""
+    return {
+        "type": "prometheus",
+        "metadata": {"serverAddress": settings.prometheus_url, "query": query, "threshold": threshold},
+    }
+
+
+def build_scaledobject(
+    spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSettings, observed: Observed
+) -> dict[str, Any]:
+    """ScaledObject scaling the Deployment; thresholds are per replica, like the HPA's targets."""
+    auto = spec.autoscaling
+    assert auto is not None, "build_scaledobject needs spec.autoscaling"
+    where = f'namespace="{meta.namespace}",{contract.LABEL_ISVC.replace(".", "_").replace("/", "_").replace("-", "_")}="{meta.name}"'
+    triggers = []
+    if auto.target_queue_depth is not None:
+        query = f"sum({contract.METRIC_QUEUE_DEPTH}{{{where}}})"
+        triggers.append(_trigger(settings, query, str(auto.target_queue_depth)))
+    if auto.target_kv_cache_usage is not None:
+        query = f"sum({contract.METRIC_KV_CACHE_USAGE}{{{where}}})"
+        triggers.append(_trigger(settings, query, str(auto.target_kv_cache_usage / 100)))
+    so_spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta.name},
+        "minReplicaCount": auto.min_replicas,
+        "maxReplicaCount": auto.max_replicas,
+        "triggers": triggers,
+    }
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": common.object_meta(meta, meta.name, common.COMPONENT_RUNTIME),
+        "spec": so_spec,
+    }

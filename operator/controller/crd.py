@@ -1,0 +1,172 @@
+"""Generate the InferenceService CustomResourceDefinition from the pydantic API models.
+
+The pydantic JSON schema is turned into a Kubernetes structural schema: references inlined, optional
+``null`` branches dropped, int-or-string marked the Kubernetes way, defaults left to the models (the
+operator applies them when it parses ``spec``), descriptions kept (they become ``kubectl explain``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from inferkube.api import contract
+from inferkube.api.spec import InferenceServiceSpec
+from inferkube.api.status import InferenceServiceStatus
+
+CRD_FILENAME = f"{contract.GROUP}_{contract.PLURAL}.yaml"
+MAX_NAME_LENGTH = 45  # children add suffixes such as "-dl-0123abcd"; DNS labels stop at 63
+_DROP_KEYS = {"title", "default", "additionalProperties", "examples"}
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """Replace every $ref with a copy of its definition, recursively."""
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**_inline(target, defs), **{k: v for k, v in node.items() if k != "$ref"}}
+        return _inline(merged, defs)
+    return {key: _inline(value, defs) for key, value in node.items()}
+
+
+def _structural(node: dict[str, Any]) -> dict[str, Any]:
+    """Turn one inlined pydantic schema node into a structural OpenAPI v3 schema node."""
+    node = dict(node)
+    if "anyOf" in node:
+        branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
+        if node.get("x-kubernetes-int-or-string"):
+            string_branch = next((b for b in branches if b.get("type") == "string"), {})
+            if "pattern" in string_branch:
+                node.setdefault("pattern", string_branch["pattern"])
+            node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        elif len(branches) == 1:
+            description = node.get("description")
+            node = {**node, **branches[0]}
+            if description:
+                node["description"] = description
+        else:
+            raise ValueError(f"cannot express a union in a structural schema: {branches}")
+    if "allOf" in node and len(node["allOf"]) == 1:
+        description = node.get("description")
+        node = {**{k: v for k, v in node.items() if k != "allOf"}, **node["allOf"][0]}
+        if description:
+            node["description"] = description
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    for bound, flag in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if bound in node and not isinstance(node[bound], bool):
+            node[flag] = node.pop(bound)
+            node[bound] = True
+    preserve = node.get("x-kubernetes-preserve-unknown-fields", False)
+    additional = node.get("additionalProperties")
+    out: dict[str, Any] = {k: v for k, v in node.items() if k not in _DROP_KEYS}
+    if isinstance(additional, dict) and not preserve:
+        out["additionalProperties"] = _structural(additional)
+    if "properties" in out:
+        out["properties"] = {k: _structural(v) for k, v in out["properties"].items()}
+    if "items" in out:
+        out["items"] = _structural(out["items"])
+    if preserve:
+        out.setdefault("type", "object")
+    return out
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of an API model, descriptions included."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    return _structural(_inline(raw, defs))
+
+
+def build_crd() -> dict[str, Any]:
+    """The InferenceService CustomResourceDefinition as a dict."""
+    spec_schema = model_schema(InferenceServiceSpec)
+    status_schema = model_schema(InferenceServiceStatus)
+    ready = '.status.conditions[?(@.type=="Ready")].status'
+    schema = {
+        "type": "object",
+        "description": (
+            "InferenceService serves one LLM through an OpenAI-compatible API on the inferkube runtime "
+            "(vLLM): a GPU-affine Deployment, a Service, an autoscaler, a model cache and monitoring."
+        ),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "APIVersion of this object: serving.inferkube.dev/v1alpha1."},
+            "kind": {"type": "string", "description": "Kind of this object: InferenceService."},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema,
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+                "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters (child names add suffixes)",
+            }
+        ],
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{contract.PLURAL}.{contract.GROUP}",
+            "labels": {contract.LABEL_PART_OF: contract.APP_NAME},
+        },
+        "spec": {
+            "group": contract.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": contract.KIND,
+                "listKind": f"{contract.KIND}List",
+                "plural": contract.PLURAL,
+                "singular": contract.SINGULAR,
+                "shortNames": list(contract.SHORT_NAMES),
+                "categories": [contract.APP_NAME],
+            },
+            "versions": [
+                {
+                    "name": contract.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": [
+                        {"name": "Ready", "type": "string", "jsonPath": ready},
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "Model", "type": "string", "jsonPath": ".spec.model.source"},
+                        {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas",
+                         "description": "Replicas that pass readiness."},
+                        {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        {"name": "Detail", "type": "string", "jsonPath": ".status.phaseDetail", "priority": 1},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def render_crd_yaml() -> str:
+    """The CRD as the YAML text committed under crds/."""
+    header = "# Generated by `inferkube crd` from inferkube.api.spec. Do not edit by hand.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=1000, allow_unicode=True)
+
+
+def write_crds(directory: Path) -> list[Path]:
+    """Write every generated CRD into a directory and return the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CRD_FILENAME
+    path.write_text(render_crd_yaml())
+    return [path]
