@@ -22,6 +22,9 @@ from inferkube.runtime.tenancy.decision import (
 )
 from inferkube.runtime.tenancy.tenants import Tenant
 
+# Float refills land a hair below whole numbers (0.9999999); a missing sliver is not a refusal.
+_EPSILON = 1e-6
+
 
 class TokenBucket:
     """A bucket of `capacity` tokens refilled continuously at `capacity / window` per second.
@@ -145,9 +148,9 @@ class MemoryRateLimiter:
             if tok is not None and cost > tok.capacity:
                 return budget_exceeded(tenant, cost, tok.capacity, self._headers(limits, state))
             reason, retry_after = REASON_OK, 0.0
-            if req is not None and req.level < 1:
+            if req is not None and req.level < 1 - _EPSILON:
                 reason, retry_after = REASON_REQUESTS, req.wait_for(1)
-            if tok is not None and tok.level < cost:
+            if tok is not None and tok.level < cost - _EPSILON:
                 reason = reason if reason != REASON_OK else REASON_TOKENS
                 retry_after = max(retry_after, tok.wait_for(cost))
             if reason == REASON_OK and limits.max_concurrent is not None:

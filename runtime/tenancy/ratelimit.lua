@@ -17,6 +17,7 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local op = ARGV[1]
+local EPSILON = 1e-6 -- float refills land a hair below whole numbers
 
 local function load(key, limit, window)
   if limit <= 0 then return nil end
@@ -58,11 +59,11 @@ if op == 'acquire' then
   if tpm > 0 and cost > tpm then
     reason = 4
   else
-    if rpm > 0 and rl < 1 then
+    if rpm > 0 and rl < 1 - EPSILON then
       reason = 1
       retry = (1 - rl) * window / rpm
     end
-    if tpm > 0 and tl < cost then
+    if tpm > 0 and tl < cost - EPSILON then
       if reason == 0 then reason = 2 end
       retry = math.max(retry, (cost - tl) * window / tpm)
     end
