@@ -1,0 +1,226 @@
+"""Validation of written objects: built-ins with kubernetes-validate's strict schemas, custom resources
+with the CRD's openAPIV3Schema (jsonschema), structural pruning/defaulting, and CEL rules (cel-python)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+from importlib import resources as importlib_resources
+from typing import Any
+
+import celpy
+import jsonschema
+from referencing import Registry, Resource
+
+KUBERNETES_VERSION = "1.31"
+_SCHEMA_DIR = f"kubernetes-json-schema/v{KUBERNETES_VERSION}.0-local-strict"
+
+
+class Invalid(Exception):
+    """An object the real API server would reject (HTTP 422)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _load(name: str) -> Any:
+    ref = importlib_resources.files("kubernetes_validate").joinpath(f"{_SCHEMA_DIR}/{name}")
+    with ref.open() as fh:
+        return json.load(fh)
+
+
+@functools.cache
+def _registry() -> Registry:
+    return Resource.from_contents(_load("_definitions.json")) @ Registry()
+
+
+@functools.cache
+def _builtin_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator | None:
+    api = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    try:
+        schema = _load(f"{kind.lower()}-{api}.json")
+    except FileNotFoundError:
+        return None
+    registry = Resource.from_contents(schema) @ _registry()
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+def _where(err: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in err.absolute_path) or "<root>"
+
+
+def validate_builtin(obj: dict[str, Any]) -> None:
+    """Validate a built-in object in strict mode (unknown fields rejected); raise Invalid."""
+    validator = _builtin_validator(obj.get("apiVersion", ""), obj.get("kind", ""))
+    if validator is None:
+        return
+    err = jsonschema.exceptions.best_match(validator.iter_errors(obj))
+    if err is not None:
+        raise Invalid(
+            f"{obj.get('kind')} {obj.get('metadata', {}).get('name')!r} is invalid: "
+            f"{_where(err)}: {err.message} (kubernetes {KUBERNETES_VERSION}, strict)"
+        )
+
+
+# ---------------------------------------------------------------- custom resources
+
+_DROP = {
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-validations",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+    "x-kubernetes-embedded-resource",
+    "nullable",
+    "default",
+}
+
+
+def to_json_schema(node: Any) -> Any:
+    """Convert an openAPIV3Schema node to plain JSON Schema (int-or-string, nullable; extensions dropped)."""
+    if isinstance(node, list):
+        return [to_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: to_json_schema(v) for k, v in node.items() if k not in _DROP}
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def prune_and_default(obj: Any, schema: dict[str, Any], path: str, pruned: list[str]) -> Any:
+    """Drop fields the structural schema does not know (recording their paths) and apply defaults."""
+    if obj is None or not isinstance(schema, dict):
+        return obj
+    if isinstance(obj, dict):
+        props = schema.get("properties")
+        addl = schema.get("additionalProperties")
+        preserve = schema.get("x-kubernetes-preserve-unknown-fields")
+        if props is not None:
+            for key, sub in props.items():
+                if key not in obj and isinstance(sub, dict) and "default" in sub:
+                    obj[key] = copy.deepcopy(sub["default"])
+        for key in list(obj):
+            if props is not None and key in props:
+                obj[key] = prune_and_default(obj[key], props[key], f"{path}.{key}", pruned)
+            elif isinstance(addl, dict):
+                obj[key] = prune_and_default(obj[key], addl, f"{path}.{key}", pruned)
+            elif (
+                preserve
+                or addl is True
+                or (props is None and addl is None and schema.get("type") != "object")
+            ):
+                continue
+            elif schema.get("x-kubernetes-embedded-resource") and key in ("apiVersion", "kind", "metadata"):
+                continue
+            else:
+                pruned.append(f"{path}.{key}")
+                del obj[key]
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        return [prune_and_default(i, schema["items"], f"{path}[{n}]", pruned) for n, i in enumerate(obj)]
+    return obj
+
+
+_CEL_ENV = celpy.Environment()
+
+
+@functools.cache
+def _cel_program(rule: str) -> Any:
+    return _CEL_ENV.program(_CEL_ENV.compile(rule))
+
+
+def _cel_rules(obj: Any, old: Any, has_old: bool, schema: Any, path: str, errors: list[str]) -> None:
+    if not isinstance(schema, dict) or obj is None:
+        return
+    for rule in schema.get("x-kubernetes-validations", ()):
+        expr = rule["rule"]
+        uses_old = re.search(r"\boldSelf\b", expr) is not None
+        if uses_old and not has_old:
+            continue  # transition rules run on updates only, where the old value exists
+        act: dict[str, Any] = {"self": celpy.json_to_cel(obj)}
+        if uses_old:
+            act["oldSelf"] = celpy.json_to_cel(old)
+        try:
+            ok = _cel_program(expr).evaluate(act)
+            failed = not bool(ok) or isinstance(ok, celpy.CELEvalError)
+        except Exception as exc:  # noqa: BLE001 - any evaluation failure is a rejection, like the API server
+            failed, rule = True, {**rule, "message": f"rule evaluation error: {expr}: {exc}"}
+        if failed:
+            where = path + (rule.get("fieldPath") or "")
+            errors.append(f"{where}: Invalid value: {rule.get('message') or f'failed rule: {expr}'}")
+    if isinstance(obj, dict):
+        props = schema.get("properties") or {}
+        addl = schema.get("additionalProperties")
+        for key, value in obj.items():
+            sub = props.get(key, addl if isinstance(addl, dict) else None)
+            if sub is not None:
+                old_has = has_old and isinstance(old, dict) and key in old
+                _cel_rules(value, old.get(key) if old_has else None, old_has, sub, f"{path}.{key}", errors)
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for n, item in enumerate(obj):
+            _cel_rules(item, None, False, schema["items"], f"{path}[{n}]", errors)
+
+
+@functools.cache
+def _crd_validator(schema_json: str) -> jsonschema.protocols.Validator:
+    schema = to_json_schema(json.loads(schema_json))
+    props = schema.setdefault("properties", {})
+    for key in ("apiVersion", "kind", "metadata"):
+        props[key] = {}
+    return jsonschema.validators.Draft202012Validator(schema)
+
+
+def validate_custom(
+    obj: dict[str, Any], old: dict[str, Any] | None, schema: dict[str, Any] | None, strict_fields: bool
+) -> list[str]:
+    """Prune/default `obj` in place, then validate schema and CEL rules; return pruned field paths.
+
+    Raises Invalid on a schema or CEL failure, or on unknown fields when `strict_fields`
+    (the request's `fieldValidation=Strict`).
+    """
+    if not schema:
+        return []
+    pruned: list[str] = []
+    meta = obj.get("metadata")
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    sch = {
+        **schema,
+        "properties": {
+            k: v
+            for k, v in (schema.get("properties") or {}).items()
+            if k not in ("apiVersion", "kind", "metadata")
+        },
+    }
+    body = prune_and_default(body, sch, "", pruned)
+    if pruned and strict_fields:
+        raise Invalid(
+            f"{obj.get('kind')} {meta.get('name') if meta else ''!r}: unknown field(s): "
+            + ", ".join(p.lstrip(".") for p in pruned)
+        )
+    for key in list(obj):
+        if key not in ("apiVersion", "kind", "metadata"):
+            del obj[key]
+    obj.update(body)
+    validator = _crd_validator(json.dumps(schema, sort_keys=True))
+    err = jsonschema.exceptions.best_match(validator.iter_errors(obj))
+    if err is not None:
+        raise Invalid(
+            f"{obj.get('kind')} {obj.get('metadata', {}).get('name')!r} is invalid: "
+            f"{_where(err)}: {err.message}"
+        )
+    errors: list[str] = []
+    old_body = {k: v for k, v in (old or {}).items() if k not in ("apiVersion", "kind", "metadata")}
+    _cel_rules(body, old_body, old is not None, sch, "", errors)
+    if errors:
+        raise Invalid(
+            f"{obj.get('kind')} {obj.get('metadata', {}).get('name')!r} is invalid: "
+            + "; ".join(e.lstrip(".") for e in errors)
+        )
+    return [p.lstrip(".") for p in pruned]
