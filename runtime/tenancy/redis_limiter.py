@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "inferkube:rl"
 _REASONS = {0: REASON_OK, 1: REASON_REQUESTS, 2: REASON_TOKENS, 3: REASON_CONCURRENCY}
 _T = TypeVar("_T")
-# What a Redis outage looks like (ConnectionError is an OSError; wait_for raises TimeoutError).
+# What a Redis outage looks like (ConnectionError is an OSError; asyncio.timeout raises TimeoutError).
 _BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
 
 
@@ -100,6 +100,11 @@ class RedisRateLimiter:
         """Operations that could not use Redis (failed, timed out, or skipped while it is down)."""
         return self._errors
 
+    @property
+    def script_sha(self) -> str:
+        """SHA1 of the Lua script (what EVALSHA runs)."""
+        return str(self._script.sha)
+
     def limits_for(self, tenant: Tenant) -> EffectiveLimits:
         """The limits in force for `tenant`."""
         return effective_limits(tenant, *self._defaults)
@@ -115,7 +120,8 @@ class RedisRateLimiter:
                 awaitable.close()
             raise ConnectionError("redis marked down after a recent failure")
         try:
-            return await asyncio.wait_for(awaitable, timeout=self._timeout)
+            async with asyncio.timeout(self._timeout):
+                return await awaitable
         except _BACKEND_ERRORS:
             self._down_until = time.monotonic() + self._backoff
             raise

@@ -7,7 +7,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from inferkube.runtime.tenancy import Tenant, TenantRegistry, TenantsFileError, bearer_token, sha256_hex
 from inferkube.runtime.tenancy import tenants as tenants_module
 
@@ -74,7 +73,10 @@ def test_key_sha256_form_authenticates_with_the_clear_key(registry: TenantRegist
 
 @pytest.mark.parametrize(
     "header",
-    [None, "", "Bearer", "Bearer ", f"Basic {ALICE_KEY}", ALICE_KEY, "Bearer sk-wrong", f"Bearer {ALICE_KEY}x"],
+    [
+        None, "", "Bearer", "Bearer ", f"Basic {ALICE_KEY}", ALICE_KEY, "Bearer sk-wrong",
+        f"Bearer {ALICE_KEY}x",
+    ],
 )
 def test_missing_malformed_or_wrong_key_is_rejected(registry: TenantRegistry, header: str | None) -> None:
     assert registry.authenticate(header) is None

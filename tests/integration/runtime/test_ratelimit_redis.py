@@ -1,0 +1,287 @@
+"""The Redis rate limiter against a real `redis-server` on 127.0.0.1 (started by these tests).
+
+Needs Debian's `redis-server` binary (`apt-get install -y redis-server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from inferkube.runtime.tenancy import Tenant, build_rate_limiter
+from inferkube.runtime.tenancy.redis_limiter import RedisRateLimiter, tenant_keys
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """One `redis-server` process on a loopback port, no persistence."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server not found: install it (Debian: apt-get install -y redis-server)")
+        self.binary = binary
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server this test may stop and restart."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+Factory = Callable[..., RedisRateLimiter]
+
+
+@pytest.fixture
+async def make_limiter() -> AsyncIterator[Factory]:
+    made: list[RedisRateLimiter] = []
+
+    def make(url: str, fail_open: bool = False, **options: object) -> RedisRateLimiter:
+        limiter = build_rate_limiter("redis", url, fail_open, None, None, **options)
+        assert isinstance(limiter, RedisRateLimiter)
+        made.append(limiter)
+        return limiter
+
+    yield make
+    for limiter in made:
+        await limiter.close()
+
+
+@pytest.fixture
+def name() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+async def test_two_replicas_share_one_request_budget(
+    redis_server: RedisServer, make_limiter: Factory, name: str
+) -> None:
+    a, b = make_limiter(redis_server.url), make_limiter(redis_server.url)
+    tenant = Tenant(name, requests_per_minute=5)
+    results = [await a.acquire(tenant, 1) for _ in range(3)] + [await b.acquire(tenant, 1) for _ in range(2)]
+    assert all(d.allowed for d in results)
+    assert [d.headers["x-ratelimit-remaining-requests"] for d in results] == ["4", "3", "2", "1", "0"]
+    for limiter in (a, b):
+        refused = await limiter.acquire(tenant, 1)
+        assert not refused.allowed and refused.reason == "requests"
+        assert 11.5 <= refused.retry_after <= 12.0  # 5 per minute = one every 12 s
+        assert refused.headers["x-ratelimit-limit-requests"] == "5"
+    # Another tenant is untouched.
+    assert (await a.acquire(Tenant(name + "-other", requests_per_minute=5), 1)).allowed
+
+
+async def test_token_budget_is_shared_and_reconciled(
+    redis_server: RedisServer, make_limiter: Factory, name: str
+) -> None:
+    a, b = make_limiter(redis_server.url), make_limiter(redis_server.url)
+    tenant = Tenant(name, tokens_per_minute=1000)
+    first = await a.acquire(tenant, 700)
+    assert first.allowed and first.headers["x-ratelimit-remaining-tokens"] == "300"
+    refused = await b.acquire(tenant, 700)
+    assert not refused.allowed and refused.reason == "tokens" and not refused.exceeds_budget
+    assert 23.5 <= refused.retry_after <= 24.0  # 400 missing tokens at 1000/60 per s
+    await a.complete(tenant, 700, 200)  # refund 500 on replica a, visible to replica b
+    second = await b.acquire(tenant, 700)
+    assert second.allowed
+    assert 100 <= int(second.headers["x-ratelimit-remaining-tokens"]) <= 110
+    await b.complete(tenant, 700, 1500)  # charged 800 more: the budget goes into debt
+    assert not (await a.acquire(tenant, 1)).allowed
+
+
+async def test_request_over_whole_budget_is_distinguished(
+    redis_server: RedisServer, make_limiter: Factory, name: str
+) -> None:
+    lim = make_limiter(redis_server.url)
+    decision = await lim.acquire(Tenant(name, tokens_per_minute=100), 101)
+    assert not decision.allowed and decision.reason == "tokens" and decision.exceeds_budget
+    assert decision.headers["x-ratelimit-remaining-tokens"] == "100"
+
+
+async def test_keys_are_namespaced_and_expire(
+    redis_server: RedisServer, make_limiter: Factory, name: str
+) -> None:
+    lim = make_limiter(redis_server.url, window_seconds=0.5)
+    tenant = Tenant(name, requests_per_minute=2, tokens_per_minute=100, max_concurrent=3)
+    assert (await lim.acquire(tenant, 50)).allowed
+    await lim.complete(tenant, 50, 50)
+    sync = redis_server.client()
+    keys = sorted(sync.keys(f"inferkube:rl:{{{name}}}:*"))
+    assert keys == sorted(tenant_keys(name)[:2])  # the released lease left no concurrency key
+    for key in keys:
+        assert 0 < sync.pttl(key) <= 1500  # expires once the bucket would be full again (+1 s)
+    # The scripts ran with EVALSHA from the server's script cache.
+    assert sync.script_exists(lim.script_sha) == [True]
+    deadline = time.monotonic() + 5
+    while sync.exists(*keys) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert sync.exists(*keys) == 0
+    fresh = await lim.acquire(tenant, 0)
+    assert fresh.headers["x-ratelimit-remaining-requests"] == "1"
+    assert fresh.headers["x-ratelimit-remaining-tokens"] == "100"
+    sync.close()
+
+
+async def test_concurrency_is_shared_and_released(
+    redis_server: RedisServer, make_limiter: Factory, name: str
+) -> None:
+    a, b = make_limiter(redis_server.url), make_limiter(redis_server.url)
+    tenant = Tenant(name, max_concurrent=2)
+    assert (await a.acquire(tenant, 1)).allowed
+    assert (await b.acquire(tenant, 1)).allowed
+    refused = await a.acquire(tenant, 1)
+    assert not refused.allowed and refused.reason == "concurrency" and refused.retry_after == 1.0
+    await b.complete(tenant, 1, 1)
+    assert (await a.acquire(tenant, 1)).allowed
+    await a.complete(tenant, 1, 1)
+    await a.complete(tenant, 1, 1)
+    sync = redis_server.client()
+    assert sync.zcard(tenant_keys(name)[2]) == 0
+    sync.close()
+
+
+async def test_dead_replica_does_not_leak_its_slot(
+    redis_server: RedisServer, make_limiter: Factory, name: str
+) -> None:
+    doomed = make_limiter(redis_server.url, lease_ttl_seconds=0.6)
+    survivor = make_limiter(redis_server.url, lease_ttl_seconds=0.6)
+    tenant = Tenant(name, max_concurrent=1)
+    assert (await doomed.acquire(tenant, 1)).allowed
+    await doomed.close()  # the replica dies mid-request: no complete, no more lease renewals
+    assert (await survivor.acquire(tenant, 1)).reason == "concurrency"
+    started = time.monotonic()
+    while not (await survivor.acquire(tenant, 1)).allowed:
+        assert time.monotonic() - started < 3, "the dead replica's slot never came back"
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - started < 1.0
+
+
+async def test_live_lease_is_renewed_past_its_ttl(
+    redis_server: RedisServer, make_limiter: Factory, name: str
+) -> None:
+    holder = make_limiter(redis_server.url, lease_ttl_seconds=0.5)
+    other = make_limiter(redis_server.url, lease_ttl_seconds=0.5)
+    tenant = Tenant(name, max_concurrent=1)
+    assert (await holder.acquire(tenant, 1)).allowed
+    for _ in range(6):  # a long request: 1.2 s, more than twice the lease TTL
+        await asyncio.sleep(0.2)
+        assert (await other.acquire(tenant, 1)).reason == "concurrency"
+    await holder.complete(tenant, 1, 1)
+    assert (await other.acquire(tenant, 1)).allowed
+
+
+async def test_fail_open_and_fail_closed_when_redis_stops(
+    own_redis: RedisServer, make_limiter: Factory
+) -> None:
+    tenant = Tenant("t", requests_per_minute=100, max_concurrent=10)
+    open_lim = make_limiter(own_redis.url, fail_open=True, reconnect_backoff_seconds=0.2)
+    closed_lim = make_limiter(own_redis.url, fail_open=False, reconnect_backoff_seconds=0.2)
+    assert (await open_lim.acquire(tenant, 1)).allowed
+    assert (await closed_lim.acquire(tenant, 1)).allowed
+    own_redis.stop()
+
+    for _ in range(3):
+        started = time.monotonic()
+        opened = await open_lim.acquire(tenant, 1)
+        closed = await closed_lim.acquire(tenant, 1)
+        assert time.monotonic() - started < 0.25  # two calls, each bounded by ~0.1 s
+        assert opened.allowed and opened.reason == "backend_unavailable"
+        assert not closed.allowed and closed.reason == "backend_unavailable" and closed.retry_after == 1.0
+    assert open_lim.backend_errors == 3 and closed_lim.backend_errors == 3
+    await open_lim.complete(tenant, 1, 1)  # a failed release is counted, never raised
+    assert open_lim.backend_errors == 4
+
+    own_redis.start()  # same port: both limiters recover once the back-off has passed
+    await asyncio.sleep(0.25)
+    assert (await open_lim.acquire(tenant, 1)).reason == "ok"
+    assert (await closed_lim.acquire(tenant, 1)).allowed
+
+
+async def test_unresponsive_redis_never_stalls_a_request(make_limiter: Factory) -> None:
+    # A peer that accepts connections and never answers (a hung or black-holed Redis).
+    accepted: list[socket.socket] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+
+    async def accept_forever() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            accepted.append(conn)
+
+    acceptor = asyncio.create_task(accept_forever())
+    try:
+        lim = make_limiter(f"redis://127.0.0.1:{port}/0", fail_open=False, reconnect_backoff_seconds=0.0)
+        tenant = Tenant("t", requests_per_minute=10)
+        for _ in range(3):
+            started = time.monotonic()
+            decision = await lim.acquire(tenant, 1)
+            elapsed = time.monotonic() - started
+            assert decision.reason == "backend_unavailable" and not decision.allowed
+            assert elapsed < 0.2, f"acquire took {elapsed:.3f}s against a hung Redis"
+        assert lim.backend_errors == 3
+    finally:
+        acceptor.cancel()
+        for conn in accepted:
+            conn.close()
+        listener.close()
