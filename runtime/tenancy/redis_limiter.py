@@ -39,6 +39,7 @@ _REASONS = {0: REASON_OK, 1: REASON_REQUESTS, 2: REASON_TOKENS, 3: REASON_CONCUR
 _T = TypeVar("_T")
 # What a Redis outage looks like (ConnectionError is an OSError; asyncio.timeout raises TimeoutError).
 _BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
+_WARN_EVERY_SECONDS = 10.0
 
 
 def tenant_keys(tenant_name: str, prefix: str = KEY_PREFIX) -> list[str]:
@@ -94,6 +95,7 @@ class RedisRateLimiter:
         self._renewer: asyncio.Task[None] | None = None
         self._down_until = 0.0
         self._errors = 0
+        self._last_warning = -_WARN_EVERY_SECONDS
 
     @property
     def backend_errors(self) -> int:
@@ -128,7 +130,13 @@ class RedisRateLimiter:
 
     def _backend_failed(self, what: str, exc: BaseException) -> None:
         self._errors += 1
-        log.warning("rate-limit backend unavailable during %s: %s", what, type(exc).__name__)
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY_SECONDS:  # one line per outage burst, not per request
+            self._last_warning = now
+            log.warning(
+                "rate-limit backend unavailable during %s (%s); failing %s; %d backend errors so far",
+                what, type(exc).__name__, "open" if self.fail_open else "closed", self._errors,
+            )
 
     async def acquire(self, tenant: Tenant, estimated_tokens: int) -> RateLimitDecision:
         """Take one request, `estimated_tokens` tokens and a concurrency slot, or say why not."""
