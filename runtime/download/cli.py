@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         build_parser().print_help()
         return 0
-    termination_log: str | None = DEFAULT_TERMINATION_LOG
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--termination-log", default=DEFAULT_TERMINATION_LOG)
+    termination_log: str = early.parse_known_args(argv)[0].termination_log
     try:
         args = build_parser().parse_args(argv)
         termination_log = args.termination_log
@@ -97,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     except (_UsageError, InvalidSource) as exc:
         event = failed_event(REASON_INVALID, f"invalid arguments: {exc}")
         print(encode_event(event), flush=True)
-        write_termination_message(termination_log if os.path.exists(os.path.dirname(termination_log)
-                                                                     or ".") else None, event)
+        write_termination_message(termination_log, event)
         return 2
     state = ProgressState()
     reporter = ProgressReporter(state, args.progress_interval)

@@ -20,7 +20,6 @@ from inferkube.runtime.download.errors import (
 from inferkube.runtime.download.manifest import sha256_file
 from inferkube.runtime.download.progress import ProgressState
 
-_CHUNK = 256 * 1024
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -119,7 +118,7 @@ def _one_attempt(client: httpx.Client, url: str, part: Path, state: ProgressStat
         _meta_path(part).write_text(json.dumps(meta), encoding="utf-8")
         state.set(bytes_total=total, bytes_done=have)
         with open(part, mode) as fh:
-            for chunk in response.iter_raw(_CHUNK):
+            for chunk in response.iter_raw():  # no chunk_size: a size would buffer (and lose) bytes
                 fh.write(chunk)
                 received += len(chunk)
                 state.add_bytes(len(chunk))
@@ -151,8 +150,8 @@ def fetch_to_file(url: str, part: Path, *, policy: RetryPolicy, state: ProgressS
             except (_Retryable, httpx.TransportError, OSError) as exc:
                 after = part.stat().st_size if part.exists() else 0
                 fetched += max(0, after - before)
-                # Progress made: the streak restarts (still bounded: the file is finite).
-                failures = 0 if after > before else failures + 1
+                # Progress made: earlier failures are forgiven (still bounded: the file is finite).
+                failures = 1 if after > before else failures + 1
                 reason = str(exc) if isinstance(exc, _Retryable) else _describe(exc, url)
                 if failures > policy.retries:
                     raise NetworkError(f"{reason}; gave up after {policy.retries} retries") from exc
