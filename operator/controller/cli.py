@@ -19,6 +19,13 @@ from inferkube.operator.settings import SettingsError, load_settings
 from inferkube.operator.validation import validate_object
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Plain YAML for kubectl: repeated dicts are written out, never as &anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 class CliError(Exception):
     """A problem to print as one clear line, exit code 1."""
 
@@ -86,7 +93,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             out += [child.body for child in render_children(spec, meta, settings, observed)]
         except SpecError as exc:
             raise CliError(f"{name}: {exc}") from None
-    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=1000))
+    sys.stdout.write(yaml.dump_all(out, Dumper=_NoAliasDumper, sort_keys=False, width=1000))
     return 0
 
 

@@ -54,7 +54,7 @@ def build_cache_job(
             "backoffLimit": spec.cache.download_retries,
             "activeDeadlineSeconds": spec.cache.download_timeout_seconds,
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": dict(labels)},
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,

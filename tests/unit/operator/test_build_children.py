@@ -1,0 +1,209 @@
+"""Builders produce production-grade children a user would expect from one InferenceService."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from inferkube.api import contract
+from inferkube.operator.builders import Observed, SpecError, render_children
+from inferkube.operator.builders.common import cache_key
+from inferkube.operator.parse import parse_service
+from inferkube.operator.settings import OperatorSettings
+from tests.unit.operator.conftest import EXAMPLES, REPO, by_kind, load_example, render
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def example(name: str) -> dict[str, Any]:
+    return load_example(REPO / "manifests" / "examples" / f"{name}.yaml")
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_render_matches_golden_file(path: Path) -> None:
+    """Golden files show reviewers every rendered byte; UPDATE_GOLDEN=1 rewrites them."""
+    text = yaml.safe_dump_all(render(load_example(path)), sort_keys=False, width=1000)
+    golden = GOLDEN / f"{path.stem}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_builders_are_pure(example: dict[str, Any]) -> None:
+    before = copy.deepcopy(example)
+    assert render(example) == render(example)
+    assert example == before
+
+
+def test_gpu_deployment_is_gpu_affine() -> None:
+    dep = by_kind(render(example("llama-70b-tp4-h100")))["Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    runtime = pod["containers"][0]
+    assert runtime["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["priorityClassName"] == "inference-critical"
+    args = runtime["args"]
+    assert args[args.index("--tensor-parallel-size") + 1] == "4"
+    assert args[args.index("--") + 1 :] == ["--kv-cache-dtype", "fp8"]
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_cache_is_mounted_read_only_and_hub_is_offline() -> None:
+    obj = example("llama-8b-single-gpu")
+    spec, _ = parse_service(obj)
+    dep = by_kind(render(obj))["Deployment"]
+    runtime = dep["spec"]["template"]["spec"]["containers"][0]
+    mount = next(m for m in runtime["volumeMounts"] if m["mountPath"] == contract.CACHE_MOUNT_PATH)
+    assert mount["readOnly"] is True
+    assert runtime["args"][runtime["args"].index("--model") + 1] == f"/models/{cache_key(spec)}"
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in runtime["env"]
+
+
+def test_probes_drain_and_grace_period() -> None:
+    dep = by_kind(render(example("llama-70b-tp4-h100")))["Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    runtime = pod["containers"][0]
+    assert runtime["readinessProbe"]["httpGet"]["path"] == contract.READY_PATH
+    assert runtime["livenessProbe"]["httpGet"]["path"] == contract.HEALTH_PATH
+    startup = runtime["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 3600  # the example's startup budget
+    pre_stop = runtime["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = int(runtime["args"][runtime["args"].index("--drain-timeout") + 1])
+    assert drain == 300
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + drain
+
+
+def test_restricted_pod_security(example: dict[str, Any]) -> None:
+    for child in render(example):
+        if child["kind"] not in ("Deployment", "Job"):
+            continue
+        pod = child["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"] + pod.get("initContainers", []):
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_parent_labels_are_never_copied(example: dict[str, Any]) -> None:
+    example = copy.deepcopy(example)
+    example["metadata"]["labels"] = {"app.kubernetes.io/instance": "argo-app", "team": "x"}
+    for child in render(example):
+        labels = child["metadata"]["labels"]
+        assert "app.kubernetes.io/instance" not in labels and "team" not in labels
+        assert labels[contract.LABEL_MANAGED_BY] == contract.MANAGED_BY
+        assert labels[contract.LABEL_ISVC] == example["metadata"]["name"]
+
+
+def test_autoscaled_deployment_leaves_replicas_to_the_hpa() -> None:
+    children = by_kind(render(example("qwen-autoscaled-queue-depth")))
+    assert "replicas" not in children["Deployment"]["spec"]
+    hpa = children["HorizontalPodAutoscaler"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 6)
+    names = {m["pods"]["metric"]["name"]: m["pods"]["target"]["averageValue"] for m in hpa["metrics"]}
+    assert names == {contract.METRIC_QUEUE_DEPTH: "8", contract.METRIC_KV_CACHE_USAGE: "800m"}
+    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 600
+    assert children["ServiceMonitor"]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_keda_scaledobject_only_where_keda_is_served() -> None:
+    obj = example("keda-autoscaled")
+    assert by_kind(render(obj))["ScaledObject"]["spec"]["maxReplicaCount"] == 4
+    kinds = {c["kind"] for c in render(obj, keda_api=False)}
+    assert "ScaledObject" not in kinds and "HorizontalPodAutoscaler" not in kinds and "Deployment" in kinds
+
+
+def test_deployment_is_held_until_the_cache_is_ready() -> None:
+    kinds = [c["kind"] for c in render(example("llama-8b-single-gpu"), serving_cache_key=None)]
+    assert kinds == ["PersistentVolumeClaim", "Job", "Service", "PodDisruptionBudget", "ServiceMonitor"]
+
+
+def test_new_revision_keeps_serving_the_cached_one_until_its_download_finishes() -> None:
+    obj = example("llama-8b-single-gpu")
+    spec, _ = parse_service(obj)
+    old_key = cache_key(spec)
+    obj["spec"]["model"]["revision"] = "v2"
+    children = by_kind(render(obj, serving_cache_key=old_key))
+    runtime = children["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert runtime["args"][runtime["args"].index("--model") + 1] == f"/models/{old_key}"
+    new_key = cache_key(parse_service(obj)[0])
+    assert new_key != old_key and new_key[:8] in children["Job"]["metadata"]["name"]
+
+
+def test_retained_cache_claim_is_not_owned() -> None:
+    spec, meta = parse_service(example("llama-70b-tp4-h100"))
+    pvc = next(c for c in render_children(spec, meta, OperatorSettings(), Observed()) if c.kind == "PersistentVolumeClaim")
+    assert pvc.owned is False
+    spec, meta = parse_service(example("llama-8b-single-gpu"))
+    pvc = next(c for c in render_children(spec, meta, OperatorSettings(), Observed()) if c.kind == "PersistentVolumeClaim")
+    assert pvc.owned is True
+    job = next(c for c in render_children(spec, meta, OperatorSettings(), Observed()) if c.kind == "Job")
+    assert job.create_only is True
+
+
+def test_cache_access_mode_follows_replica_count() -> None:
+    assert by_kind(render(example("qwen-autoscaled-queue-depth")))["PersistentVolumeClaim"]["spec"]["accessModes"] == [
+        "ReadWriteMany"
+    ]
+    assert by_kind(render(example("llama-8b-single-gpu")))["PersistentVolumeClaim"]["spec"]["accessModes"] == [
+        "ReadWriteOnce"
+    ]
+
+
+def test_no_servicemonitor_without_the_prometheus_operator_api() -> None:
+    kinds = {c["kind"] for c in render(example("llama-8b-single-gpu"), monitoring_api=False)}
+    assert "ServiceMonitor" not in kinds
+
+
+def test_api_keys_mount_the_tenants_secret() -> None:
+    dep = by_kind(render(example("api-keys-rate-limits")))["Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    runtime = pod["containers"][0]
+    args = runtime["args"]
+    assert args[args.index("--tenants-file") + 1] == f"{contract.TENANTS_MOUNT_DIR}/{contract.TENANTS_FILE_KEY}"
+    assert args[args.index("--rate-limit-backend") + 1] == "redis"
+    assert args[args.index("--max-in-flight") + 1] == "256"
+    secret = next(v for v in pod["volumes"] if v["name"] == "tenants")
+    assert secret["secret"]["secretName"] == "mistral-tenants"
+    redis = next(e for e in runtime["env"] if e["name"] == "INFERKUBE_REDIS_URL")
+    assert redis["valueFrom"]["secretKeyRef"] == {"name": "ratelimit-redis", "key": "url"}
+
+
+def test_cache_disabled_downloads_in_an_init_container() -> None:
+    obj = example("cpu-tiny-kind")
+    obj["spec"]["cache"] = {"enabled": False}
+    children = by_kind(render(obj, serving_cache_key=None))
+    assert "PersistentVolumeClaim" not in children and "Job" not in children
+    init = children["Deployment"]["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["args"][0] == "download"
+
+
+def test_pvc_source_mounts_the_claim_and_downloads_nothing() -> None:
+    obj = example("cpu-tiny-kind")
+    obj["spec"]["model"] = {"source": "pvc://shared-models/tiny/v1"}
+    children = by_kind(render(obj, serving_cache_key=None))
+    assert "Job" not in children and "PersistentVolumeClaim" not in children
+    pod = children["Deployment"]["spec"]["template"]["spec"]
+    claim = next(v for v in pod["volumes"] if v["name"] == "model-cache")["persistentVolumeClaim"]
+    assert claim == {"claimName": "shared-models", "readOnly": True}
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--model") + 1] == "/models/tiny/v1"
+
+
+def test_unknown_accelerator_profile_is_a_spec_error() -> None:
+    obj = example("llama-8b-single-gpu")
+    obj["spec"]["resources"]["accelerator"] = "tpu-v5"
+    with pytest.raises(SpecError, match="unknown accelerator profile 'tpu-v5'"):
+        render(obj)

@@ -1,0 +1,96 @@
+"""Every CEL rule of the CRD, evaluated with cel-python on valid and invalid objects."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from inferkube.operator.validation import validate_object
+
+BASE: dict[str, Any] = {
+    "apiVersion": "serving.inferkube.dev/v1alpha1",
+    "kind": "InferenceService",
+    "metadata": {"name": "m"},
+    "spec": {"model": {"source": "hf://org/model"}},
+}
+
+
+def obj(**spec: Any) -> dict[str, Any]:
+    out = copy.deepcopy(BASE)
+    out["spec"].update(spec)
+    return out
+
+
+def messages(o: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
+    return [str(p) for p in validate_object(o, old)]
+
+
+def test_base_object_is_valid() -> None:
+    assert messages(BASE) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"autoscaling": {"minReplicas": 3, "maxReplicas": 2, "targetQueueDepth": 4}}, "minReplicas must be <="),
+        ({"autoscaling": {"maxReplicas": 2}}, "needs at least one target"),
+        ({"replicas": 2, "autoscaling": {"maxReplicas": 3, "targetQueueDepth": 4}}, "either replicas or autoscaling"),
+        ({"runtime": {"tensorParallelSize": 4}, "resources": {"accelerator": "nvidia-h100-80gb", "gpus": 6}},
+         "positive multiple of runtime.tensorParallelSize"),
+        ({"runtime": {"tensorParallelSize": 2}}, "positive multiple of runtime.tensorParallelSize"),
+        ({"resources": {"gpus": 1}}, "needs resources.accelerator"),
+        ({"api": {"rateLimitBackend": "redis"}}, "needs api.redisUrlSecret"),
+    ],
+)
+def test_invalid_specs_fail_with_the_rule_message(spec: dict[str, Any], expected: str) -> None:
+    found = messages(obj(**spec))
+    assert any(expected in m for m in found), found
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"autoscaling": {"minReplicas": 2, "maxReplicas": 2, "targetKvCacheUsage": 80}},
+        {"replicas": 0},
+        {"runtime": {"tensorParallelSize": 4}, "resources": {"accelerator": "nvidia-h100-80gb", "gpus": 8}},
+        {"api": {"rateLimitBackend": "redis", "redisUrlSecret": {"name": "r", "key": "url"}}},
+    ],
+)
+def test_valid_specs_pass(spec: dict[str, Any]) -> None:
+    assert messages(obj(**spec)) == []
+
+
+def test_name_length_rule_at_the_root() -> None:
+    long = obj()
+    long["metadata"]["name"] = "x" * 46
+    assert any("at most 45 characters" in m for m in messages(long))
+
+
+def test_model_source_cannot_change_while_cache_is_retained() -> None:
+    old = obj(cache={"reclaimPolicy": "Retain"})
+    new = obj(cache={"reclaimPolicy": "Retain"}, model={"source": "hf://org/other"})
+    assert any("cannot change while the cache is retained" in m for m in messages(new, old))
+    # a new claim name makes the change safe; so does a Delete policy; revisions may change freely
+    renamed = obj(cache={"reclaimPolicy": "Retain", "name": "other-cache"}, model={"source": "hf://org/other"})
+    assert messages(renamed, old) == []
+    deleting_old = obj(cache={"reclaimPolicy": "Delete"})
+    assert messages(obj(model={"source": "hf://org/other"}), deleting_old) == []
+    new_revision = obj(cache={"reclaimPolicy": "Retain"}, model={"source": "hf://org/model", "revision": "v2"})
+    assert messages(new_revision, old) == []
+
+
+def test_schema_errors_name_the_field_path() -> None:
+    bad = obj(resources={"cpu": "lots"}, replicas=-1)
+    bad["spec"]["model"]["source"] = "s3://bucket/model"
+    found = messages(bad)
+    assert any(m.startswith(".spec.resources.cpu:") for m in found)
+    assert any(m.startswith(".spec.replicas:") for m in found)
+    assert any(m.startswith(".spec.model.source:") for m in found)
+
+
+def test_unknown_fields_are_reported() -> None:
+    bad = obj(replicas=1)
+    bad["spec"]["model"]["revison"] = "typo"
+    assert ".spec.model.revison: unknown field" in messages(bad)
