@@ -216,12 +216,12 @@ async def test_dead_replica_does_not_leak_its_slot(
 async def test_live_lease_is_renewed_past_its_ttl(
     redis_server: RedisServer, make_limiter: Factory, name: str
 ) -> None:
-    holder = make_limiter(redis_server.url, lease_ttl_seconds=0.5)
-    other = make_limiter(redis_server.url, lease_ttl_seconds=0.5)
+    holder = make_limiter(redis_server.url, lease_ttl_seconds=0.6)
+    other = make_limiter(redis_server.url, lease_ttl_seconds=0.6)
     tenant = Tenant(name, max_concurrent=1)
     assert (await holder.acquire(tenant, 1)).allowed
-    for _ in range(6):  # a long request: 1.2 s, more than twice the lease TTL
-        await asyncio.sleep(0.2)
+    for _ in range(6):  # a long request: 1.5 s, more than twice the lease TTL (renewed every 0.2 s)
+        await asyncio.sleep(0.25)
         assert (await other.acquire(tenant, 1)).reason == "concurrency"
     await holder.complete(tenant, 1, 1)
     assert (await other.acquire(tenant, 1)).allowed
@@ -241,7 +241,7 @@ async def test_fail_open_and_fail_closed_when_redis_stops(
         started = time.monotonic()
         opened = await open_lim.acquire(tenant, 1)
         closed = await closed_lim.acquire(tenant, 1)
-        assert time.monotonic() - started < 0.25  # two calls, each bounded by ~0.1 s
+        assert time.monotonic() - started < 0.3  # two calls, each bounded by 0.1 s (refused: ~ms)
         assert opened.allowed and opened.reason == "backend_unavailable"
         assert not closed.allowed and closed.reason == "backend_unavailable" and closed.retry_after == 1.0
     assert open_lim.backend_errors == 3 and closed_lim.backend_errors == 3
@@ -278,7 +278,8 @@ async def test_unresponsive_redis_never_stalls_a_request(make_limiter: Factory) 
             decision = await lim.acquire(tenant, 1)
             elapsed = time.monotonic() - started
             assert decision.reason == "backend_unavailable" and not decision.allowed
-            assert elapsed < 0.2, f"acquire took {elapsed:.3f}s against a hung Redis"
+            # The bound is 0.1 s; the rest is slack for a busy CI machine.
+            assert elapsed < 0.3, f"acquire took {elapsed:.3f}s against a hung Redis"
         assert lim.backend_errors == 3
     finally:
         acceptor.cancel()

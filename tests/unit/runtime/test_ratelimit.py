@@ -209,6 +209,18 @@ def test_reset_durations_look_like_openai(seconds: float, text: str) -> None:
     assert format_reset(seconds) == text
 
 
+async def test_redis_limiter_does_not_call_redis_for_unlimited_tenants() -> None:
+    # Port 1 on loopback refuses connections: any round trip would count a backend error.
+    lim = build_rate_limiter("redis", "redis://127.0.0.1:1/0", False, None, None)
+    try:
+        decision = await lim.acquire(Tenant("free"), 10_000)
+        await lim.complete(Tenant("free"), 10_000, 5)
+        assert decision.allowed and decision.headers == {}
+        assert lim.backend_errors == 0
+    finally:
+        await lim.close()
+
+
 def test_build_rate_limiter_validates_backend() -> None:
     assert isinstance(build_rate_limiter("memory", None, True, 10, None), MemoryRateLimiter)
     with pytest.raises(ValueError, match="needs a Redis URL"):
