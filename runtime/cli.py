@@ -1,0 +1,101 @@
+"""`inferkube-runtime`: `serve` (the OpenAI-compatible server) and `download` (fill the model cache)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import ValidationError
+
+_FLAGS: list[tuple[str, dict]] = [
+    ("--model", {"help": "model directory, Hugging Face name, or builtin:tiny (a tiny random Llama)"}),
+    ("--served-model-name", {"help": "name clients send as `model` (default: --model)"}),
+    ("--host", {"help": "listen address (default 0.0.0.0)"}),
+    ("--port", {"type": int, "help": "listen port (default 8000)"}),
+    ("--dtype", {"help": "weights/activations dtype for vLLM (default auto)"}),
+    ("--max-model-len", {"type": int, "help": "context length (default: the model's)"}),
+    ("--tensor-parallel-size", {"type": int, "help": "GPUs per replica (default 1)"}),
+    ("--gpu-memory-utilization", {"type": float, "help": "fraction of GPU memory for vLLM"}),
+    ("--enable-prefix-caching", {"action": argparse.BooleanOptionalAction, "help": "vLLM prefix caching"}),
+    ("--max-num-seqs", {"type": int, "help": "sequences the engine batches at once"}),
+    ("--warmup", {"action": argparse.BooleanOptionalAction, "help": "warm-up request before ready"}),
+    ("--log-level", {"help": "debug, info, warning, error"}),
+    ("--max-in-flight", {"type": int, "help": "requests handed to the engine at once (default 256)"}),
+    ("--max-queued", {"type": int, "help": "requests waiting for a slot before 429 (default 256)"}),
+    ("--drain-timeout", {"type": float, "help": "seconds given to in-flight work on SIGTERM (default 120)"}),
+    ("--tenants-file", {"help": "YAML file of API keys and per-tenant limits"}),
+    ("--rate-limit-backend", {"choices": ["memory", "redis"], "help": "where budgets live (default memory)"}),
+    ("--redis-url", {"help": "redis://host:port/db for --rate-limit-backend redis"}),
+    ("--default-requests-per-minute", {"type": int, "help": "limit for tenants without their own"}),
+    ("--default-tokens-per-minute", {"type": int, "help": "limit for tenants without their own"}),
+    ("--max-tokens-cap", {"type": int, "help": "largest max_tokens accepted (default 4096)"}),
+    ("--max-n", {"type": int, "help": "largest n accepted (default 16)"}),
+    ("--max-stop-sequences", {"type": int, "help": "longest stop list accepted (default 16)"}),
+    ("--max-body-bytes", {"type": int, "help": "largest request body (default 1048576)"}),
+]
+
+
+def build_serve_parser() -> argparse.ArgumentParser:
+    """The `serve` flags; every default is SUPPRESS so unset flags fall back to INFERKUBE_* / defaults."""
+    parser = argparse.ArgumentParser(
+        prog="inferkube-runtime serve", argument_default=argparse.SUPPRESS,
+        description="Serve a model over an OpenAI-compatible API. Extra vLLM engine arguments go after `--`.")
+    for flag, kwargs in _FLAGS:
+        parser.add_argument(flag, **kwargs)
+    fail = parser.add_mutually_exclusive_group()
+    fail.add_argument("--rate-limit-fail-open", dest="rate_limit_fail_open", action="store_const", const=True,
+                      help="serve when the rate-limit backend is unreachable (default)")
+    fail.add_argument("--rate-limit-fail-closed", dest="rate_limit_fail_open", action="store_const",
+                      const=False, help="refuse (429) when the rate-limit backend is unreachable")
+    return parser
+
+
+def parse_serve_args(argv: list[str]) -> dict:
+    """Split `argv` at `--` and return the settings given on the command line."""
+    if "--" in argv:
+        cut = argv.index("--")
+        ours, engine_args = argv[:cut], argv[cut + 1:]
+    else:
+        ours, engine_args = argv, None
+    values = vars(build_serve_parser().parse_args(ours))
+    if engine_args is not None:
+        values["engine_args"] = engine_args
+    return values
+
+
+def serve_main(argv: list[str]) -> int:
+    """`inferkube-runtime serve ...`."""
+    from inferkube.runtime.settings import RuntimeSettings
+
+    values = parse_serve_args(argv)
+    try:
+        settings = RuntimeSettings(**values)
+    except ValidationError as exc:
+        print(f"inferkube-runtime serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    from inferkube.runtime.server import serve
+
+    return serve(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `inferkube-runtime` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: inferkube-runtime {serve,download} [options]\n\n"
+              "  serve     serve a model over an OpenAI-compatible API (see `serve --help`)\n"
+              "  download  fill the model cache directory (see `download --help`)")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "serve":
+        return serve_main(rest)
+    if command == "download":
+        from inferkube.runtime.download.cli import main as download_main
+
+        return download_main(rest)
+    print(f"inferkube-runtime: unknown command {command!r} (use serve or download)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The narrow engine boundary: what the HTTP layer needs from a model server, and the vLLM implementation.
+
+`VLLMEngine` runs vLLM's `AsyncLLM` and reuses vLLM's own OpenAI serving classes (chat templates,
+sampling parameters, stop, n, logprobs, response_format, tools, streaming usage) by letting vLLM's
+`init_app_state` build them. Each call to the engine's `generate` is observed through a
+`RequestTracker` (set in a context variable by the route) for exact token counts and TTFT.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fastapi import Request
+from inferkube.runtime.settings import RuntimeSettings
+from inferkube.runtime.tinymodel import resolve_model
+
+log = logging.getLogger("inferkube.runtime.engine")
+
+# What a serving call returns: an error object, a full response object, or an SSE text stream.
+ServingResult = Any
+
+
+@dataclass
+class RequestTracker:
+    """Token counts and timings of one HTTP request's engine work."""
+
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finished: bool = False
+    client_gone: bool = False
+    _per_index: dict[int, int] = field(default_factory=dict)
+
+    def record_output(self, output: Any, delta: bool) -> None:
+        """Record one engine output (a vLLM RequestOutput or anything with the same fields)."""
+        if not self.prompt_tokens and getattr(output, "prompt_token_ids", None):
+            self.prompt_tokens = len(output.prompt_token_ids)
+        for completion in getattr(output, "outputs", None) or []:
+            n_new = len(completion.token_ids or ())
+            if n_new and self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            if delta:
+                self._per_index[completion.index] = self._per_index.get(completion.index, 0) + n_new
+            else:
+                self._per_index[completion.index] = n_new
+        self.completion_tokens = sum(self._per_index.values())
+        if getattr(output, "finished", False):
+            self.finished = True
+            self.finished_at = time.perf_counter()
+
+
+CURRENT_TRACKER: contextvars.ContextVar[RequestTracker | None] = contextvars.ContextVar(
+    "inferkube_request_tracker", default=None)
+
+
+class Engine(Protocol):
+    """What the HTTP layer needs from an engine (the real one is VLLMEngine; tests use a double)."""
+
+    model_name: str
+    max_model_len: int
+
+    async def start(self) -> None:
+        """Load the model; returns when requests can be served."""
+
+    async def warmup(self) -> None:
+        """Run one tiny real request end to end; raise if it fails."""
+
+    async def stop(self) -> None:
+        """Release the engine."""
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens the engine's tokenizer makes of `text`."""
+
+    def is_healthy(self) -> bool:
+        """False once the engine has died."""
+
+    async def chat(self, request: Any, raw_request: Request) -> ServingResult:
+        """Serve a parsed ChatCompletionRequest."""
+
+    async def completion(self, request: Any, raw_request: Request) -> ServingResult:
+        """Serve a parsed CompletionRequest."""
+
+    async def models(self) -> dict:
+        """The /v1/models body."""
+
+
+async def _observe(agen: AsyncIterator[Any], tracker: RequestTracker,
+                   delta: bool) -> AsyncGenerator[Any, None]:
+    async for output in agen:
+        tracker.record_output(output, delta)
+        yield output
+
+
+def _wrap_generate(generate: Any) -> Any:
+    from vllm.sampling_params import RequestOutputKind
+
+    def observed_generate(*args: Any, **kwargs: Any) -> Any:
+        agen = generate(*args, **kwargs)
+        tracker = CURRENT_TRACKER.get()
+        if tracker is None:
+            return agen
+        params = kwargs.get("sampling_params", args[1] if len(args) > 1 else None)
+        delta = getattr(params, "output_kind", None) == RequestOutputKind.DELTA
+        return _observe(agen, tracker, delta)
+
+    return observed_generate
+
+
+def vllm_cli_args(settings: RuntimeSettings, model_path: str) -> list[str]:
+    """The vLLM server arguments our settings stand for, followed by the raw extra engine arguments."""
+    argv = ["--model", model_path, "--served-model-name", settings.model_name, "--dtype", settings.dtype,
+            "--tensor-parallel-size", str(settings.tensor_parallel_size)]
+    if settings.max_model_len is not None:
+        argv += ["--max-model-len", str(settings.max_model_len)]
+    if settings.gpu_memory_utilization is not None:
+        argv += ["--gpu-memory-utilization", str(settings.gpu_memory_utilization)]
+    if settings.enable_prefix_caching is not None:
+        flag = "--enable-prefix-caching" if settings.enable_prefix_caching else "--no-enable-prefix-caching"
+        argv.append(flag)
+    if settings.max_num_seqs is not None:
+        argv += ["--max-num-seqs", str(settings.max_num_seqs)]
+    return argv + list(settings.engine_args)
+
+
+class VLLMEngine:
+    """vLLM's AsyncLLM plus vLLM's own OpenAI serving classes."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self.settings = settings
+        self.model_name = settings.model_name
+        self.max_model_len = 0
+        self._llm: Any = None
+        self._state: Any = None
+        self._tokenizer: Any = None
+
+    async def start(self) -> None:
+        """Build the engine from our settings (and extra args) with vLLM's own argument parser."""
+        from starlette.datastructures import State
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+        from vllm.usage.usage_lib import UsageContext
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        model_path = resolve_model(self.settings.model)
+        parser = make_arg_parser(FlexibleArgumentParser(prog="inferkube-runtime"))
+        args = parser.parse_args(vllm_cli_args(self.settings, model_path))
+        engine_args = AsyncEngineArgs.from_cli_args(args)
+        vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
+        self._llm = AsyncLLM.from_vllm_config(
+            vllm_config=vllm_config, usage_context=UsageContext.OPENAI_API_SERVER,
+            enable_log_requests=False, disable_log_stats=engine_args.disable_log_stats)
+        self._llm.generate = _wrap_generate(self._llm.generate)
+        supported = await self._llm.get_supported_tasks()
+        self._state = State()
+        await init_app_state(self._llm, self._state, args, supported)
+        self.max_model_len = int(self._llm.model_config.max_model_len)
+        self._tokenizer = self._llm.get_tokenizer()
+
+    async def warmup(self) -> None:
+        """One real one-token completion through the serving layer."""
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+
+        req = CompletionRequest(model=self.model_name, prompt="warm up", max_tokens=1)
+        result = await self._state.openai_serving_completion.create_completion(req, None)
+        if isinstance(result, ErrorResponse):
+            raise RuntimeError(f"warm-up failed: {result.error.message}")
+
+    async def stop(self) -> None:
+        """Shut the engine down."""
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` by the served model's tokenizer (no special tokens)."""
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def is_healthy(self) -> bool:
+        """False once vLLM reports its engine dead."""
+        return self._llm is not None and not self._llm.errored
+
+    async def chat(self, request: Any, raw_request: Request) -> ServingResult:
+        """vLLM's OpenAIServingChat."""
+        return await self._state.openai_serving_chat.create_chat_completion(request, raw_request)
+
+    async def completion(self, request: Any, raw_request: Request) -> ServingResult:
+        """vLLM's OpenAIServingCompletion."""
+        return await self._state.openai_serving_completion.create_completion(request, raw_request)
+
+    async def models(self) -> dict:
+        """vLLM's model list."""
+        return (await self._state.openai_serving_models.show_available_models()).model_dump()

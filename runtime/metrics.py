@@ -1,0 +1,136 @@
+"""Every Prometheus metric the runtime exports, declared once (names come from inferkube.api.contract).
+
+vLLM's engine registers its own `vllm:*` metrics in the same default registry, so one /metrics page
+shows both. Tenant labels are bounded: at most MAX_TENANT_LABELS distinct names, the rest are "other".
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from inferkube.api.contract import (
+    METRIC_CLIENT_DISCONNECTS_TOTAL,
+    METRIC_COMPLETION_TOKENS_TOTAL,
+    METRIC_E2E_SECONDS,
+    METRIC_KV_CACHE_USAGE,
+    METRIC_PROMPT_TOKENS_TOTAL,
+    METRIC_QUEUE_DEPTH,
+    METRIC_RATELIMIT_BACKEND_ERRORS_TOTAL,
+    METRIC_REJECTIONS_TOTAL,
+    METRIC_REQUESTS_IN_FLIGHT,
+    METRIC_REQUESTS_TOTAL,
+    METRIC_TPOT_SECONDS,
+    METRIC_TTFT_SECONDS,
+)
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+MAX_TENANT_LABELS = 100
+ANONYMOUS = "anonymous"
+OTHER = "other"
+REJECTION_REASONS = ("auth", "rate_limit", "admission", "validation", "draining")
+
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+
+def _counter_name(name: str) -> str:
+    # prometheus-client appends `_total` to counters itself.
+    return name[: -len("_total")] if name.endswith("_total") else name
+
+
+class RuntimeMetrics:
+    """The runtime's metric objects, registered once in one registry."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.requests = Counter(_counter_name(METRIC_REQUESTS_TOTAL), "Requests answered, by HTTP status.",
+                                ["model", "tenant", "status"], registry=registry)
+        self.rejections = Counter(_counter_name(METRIC_REJECTIONS_TOTAL),
+                                  "Requests refused before the engine, by reason.", ["model", "reason"],
+                                  registry=registry)
+        self.ttft = Histogram(METRIC_TTFT_SECONDS, "Time from admission to the first output token.",
+                              ["model"], buckets=_TTFT_BUCKETS, registry=registry)
+        self.tpot = Histogram(METRIC_TPOT_SECONDS, "Mean time per output token after the first.",
+                              ["model"], buckets=_TPOT_BUCKETS, registry=registry)
+        self.e2e = Histogram(METRIC_E2E_SECONDS, "End-to-end request latency (admitted requests).",
+                             ["model"], buckets=_E2E_BUCKETS, registry=registry)
+        self.prompt_tokens = Counter(_counter_name(METRIC_PROMPT_TOKENS_TOTAL), "Prompt tokens processed.",
+                                     ["model", "tenant"], registry=registry)
+        self.completion_tokens = Counter(_counter_name(METRIC_COMPLETION_TOKENS_TOTAL),
+                                         "Completion tokens generated.", ["model", "tenant"],
+                                         registry=registry)
+        self.in_flight = Gauge(METRIC_REQUESTS_IN_FLIGHT, "Requests admitted and handed to the engine.",
+                               ["model"], registry=registry)
+        self.queue_depth = Gauge(METRIC_QUEUE_DEPTH,
+                                 "Requests admitted but not yet running: the admission queue plus the "
+                                 "engine's waiting queue.", ["model"], registry=registry)
+        self.kv_cache_usage = Gauge(METRIC_KV_CACHE_USAGE, "KV-cache use 0..1 (mirrors vLLM's gauge).",
+                                    ["model"], registry=registry)
+        self.disconnects = Counter(_counter_name(METRIC_CLIENT_DISCONNECTS_TOTAL),
+                                   "Requests whose client went away before the answer was complete.",
+                                   ["model"], registry=registry)
+        self.backend_errors = Counter(_counter_name(METRIC_RATELIMIT_BACKEND_ERRORS_TOTAL),
+                                      "Rate-limit backend (e.g. Redis) failures.", registry=registry)
+        self._backend_errors_seen = 0
+        self._tenants: set[str] = set()
+        self._lock = threading.Lock()
+
+    def tenant_label(self, name: str | None) -> str:
+        """Map a tenant name to a bounded label value."""
+        if not name:
+            return ANONYMOUS
+        with self._lock:
+            if name in self._tenants:
+                return name
+            if len(self._tenants) < MAX_TENANT_LABELS:
+                self._tenants.add(name)
+                return name
+        return OTHER
+
+    def bind_gauges(self, model: str, queued: Callable[[], int], in_flight: Callable[[], int]) -> None:
+        """Wire the gauges that are read at scrape time (queue depth, in flight, KV-cache use)."""
+        self.in_flight.labels(model).set_function(lambda: float(in_flight()))
+        self.queue_depth.labels(model).set_function(
+            lambda: float(queued()) + engine_gauge_sum("vllm:num_requests_waiting", self.registry))
+        self.kv_cache_usage.labels(model).set_function(
+            lambda: engine_gauge_mean("vllm:kv_cache_usage_perc", self.registry))
+
+    def sync_backend_errors(self, total: int) -> None:
+        """Advance the backend-error counter to the limiter's running total."""
+        with self._lock:
+            delta = total - self._backend_errors_seen
+            if delta > 0:
+                self.backend_errors.inc(delta)
+                self._backend_errors_seen = total
+
+
+def _engine_samples(name: str, registry: CollectorRegistry) -> list[float]:
+    collector = getattr(registry, "_names_to_collectors", {}).get(name)
+    if collector is None:
+        return []
+    return [s.value for family in collector.collect() for s in family.samples if s.name == name]
+
+
+def engine_gauge_sum(name: str, registry: CollectorRegistry = REGISTRY) -> float:
+    """Sum of one of vLLM's gauges over its engines (0 when the engine has not registered it)."""
+    return float(sum(_engine_samples(name, registry)))
+
+
+def engine_gauge_mean(name: str, registry: CollectorRegistry = REGISTRY) -> float:
+    """Mean of one of vLLM's gauges over its engines (0 when absent)."""
+    values = _engine_samples(name, registry)
+    return float(sum(values) / len(values)) if values else 0.0
+
+
+_metrics: RuntimeMetrics | None = None
+
+
+def get_metrics() -> RuntimeMetrics:
+    """Return the process-wide RuntimeMetrics (created on first use, in the default registry)."""
+    global _metrics
+    if _metrics is None:
+        _metrics = RuntimeMetrics()
+    return _metrics
