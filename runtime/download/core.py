@@ -128,7 +128,7 @@ def download(request: DownloadRequest, state: ProgressState | None = None) -> Do
     prepare_work_dir(layout, key)
     try:
         if scheme == SCHEME_HF:
-            start_bytes = bytes_on_disk(layout.work)
+            start_bytes = hf.bytes_already_here(layout.tree)
             state.measure = lambda: bytes_on_disk(layout.work)
             plan = hf.fetch_snapshot(rest, request.revision, layout.tree, token=request.hf_token,
                                      endpoint=request.hf_endpoint, allow=request.allow_patterns or None,

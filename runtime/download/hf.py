@@ -41,8 +41,19 @@ class HubPlan:
 
 
 def _translate(exc: BaseException, repo_id: str, revision: str | None) -> DownloadError | None:
-    """Map a huggingface_hub / httpx error to a typed download error; None if it is not one we know."""
-    import httpx2
+    """Map a hub error (or the HTTP error it wraps) to a typed download error; None means transient."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        typed = _translate_one(seen, repo_id, revision)
+        if typed is not None:
+            return typed
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _translate_one(exc: BaseException, repo_id: str, revision: str | None) -> DownloadError | None:
     from huggingface_hub import errors as hf_errors
 
     where = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
@@ -61,11 +72,7 @@ def _translate(exc: BaseException, repo_id: str, revision: str | None) -> Downlo
     if isinstance(exc, hf_errors.HfHubHTTPError) and exc.response is not None:
         status = exc.response.status_code
         if status in (401, 403, 404, 410):
-            return error_for_status(status, where)
-        return None
-    if isinstance(exc, (httpx2.TransportError, hf_errors.LocalEntryNotFoundError, ConnectionError,
-                        TimeoutError)):
-        return None
+            return error_for_status(status, f"{where} ({exc.response.url})")
     return None
 
 
@@ -86,6 +93,18 @@ def resolve_plan(repo_id: str, revision: str | None, *, token: str | None, endpo
     return HubPlan(commit=info.sha, files=files)
 
 
+def _forget_tree_listing(tree: Path) -> None:
+    """Drop huggingface_hub's in-process tree listing for this staging path (it is keyed by path + commit)."""
+    try:
+        from huggingface_hub import _tree_cache
+    except ImportError:
+        return
+    prefix = str(tree)
+    with _tree_cache._IN_MEMORY_TREE_CACHE_LOCK:
+        for key in [k for k in _tree_cache._IN_MEMORY_TREE_CACHE if k.startswith(prefix)]:
+            del _tree_cache._IN_MEMORY_TREE_CACHE[key]
+
+
 def fetch_snapshot(repo_id: str, revision: str | None, tree: Path, *, token: str | None,
                    endpoint: str | None, allow: list[str] | None, ignore: list[str] | None,
                    policy: RetryPolicy, state: ProgressState,
@@ -95,6 +114,7 @@ def fetch_snapshot(repo_id: str, revision: str | None, tree: Path, *, token: str
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()
+    _forget_tree_listing(tree)
     # The hub reads these module values at call time: they bound how long a silent socket is waited on.
     constants.HF_HUB_DOWNLOAD_TIMEOUT = int(max(1, policy.timeout))
     attempt = 0
@@ -143,3 +163,18 @@ def check_against_plan(plan: HubPlan, manifest: Manifest) -> None:
         if expected.sha256 and got.sha256 != expected.sha256:
             raise ChecksumMismatch(f"{expected.path}: sha256 {got.sha256} differs from the Hub's "
                                    f"{expected.sha256}")
+
+
+def bytes_already_here(tree: Path) -> int:
+    """Bytes a previous, interrupted run left in the staging tree (finished files and partial ones)."""
+    total = 0
+    if not tree.exists():
+        return 0
+    for path in tree.rglob("*"):
+        rel = path.relative_to(tree).parts
+        if not path.is_file() or path.is_symlink():
+            continue
+        if rel[0] == ".cache" and not path.name.endswith(".incomplete"):
+            continue
+        total += path.stat().st_size
+    return total
