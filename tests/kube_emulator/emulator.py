@@ -83,9 +83,7 @@ class KubeEmulator:
             self._store.create(
                 self._store.registry.by_kind("Namespace"), None, {"metadata": {"name": ns}}, TEST_MANAGER
             )
-        self._runner = web.AppRunner(
-            self._server.app, handle_signals=False, access_log=None, shutdown_timeout=0.5
-        )
+        self._runner = web.AppRunner(self._server.app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         ready.set_result(None)
@@ -105,9 +103,7 @@ class KubeEmulator:
     def __enter__(self) -> KubeEmulator:
         return self.start()
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     async def __aenter__(self) -> KubeEmulator:
@@ -178,6 +174,12 @@ class KubeEmulator:
         return self._server.requests
 
     @property
+    def request_log(self) -> list[tuple[str, str]]:
+        """The last 20000 requests received: (method, path with query)."""
+        assert self._server is not None
+        return list(self._server.log)
+
+    @property
     def validation_errors(self) -> list[ValidationRecord]:
         """Every write rejected as invalid (422): (verb, kind, namespace, name, message)."""
         return list(self.store.validation_errors)
@@ -245,15 +247,11 @@ class KubeEmulator:
         target = self._call(lambda: self._server._resource(*parsed) if self._server else None)
         assert target is not None and target.name is not None
         try:
-            return copy.deepcopy(
-                self._call(lambda: self.store.get(target.res, target.namespace, target.name))
-            )
+            return copy.deepcopy(self._call(lambda: self.store.get(target.res, target.namespace, target.name)))
         except ApiError:
             return None
 
-    def list(
-        self, ref: str, namespace: str | None = None, label_selector: str | None = None
-    ) -> list[dict[str, Any]]:
+    def list(self, ref: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
         """Deep copies of the objects of a kind (all namespaces when namespace is None)."""
         res = self.resource(ref)
         return self._call(lambda: copy.deepcopy(self.store.list(res, namespace, label_selector)))
@@ -282,9 +280,7 @@ class KubeEmulator:
         """Merge-patch the main resource (like `kubectl patch --type=merge`)."""
         return self._patch(ref, namespace, name, patch, None)
 
-    def patch_status(
-        self, ref: str, namespace: str | None, name: str, status: dict[str, Any]
-    ) -> dict[str, Any]:
+    def patch_status(self, ref: str, namespace: str | None, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch `status` through the status subresource (play a controller)."""
         return self._patch(ref, namespace, name, {"status": status}, "status")
 

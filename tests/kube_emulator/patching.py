@@ -159,8 +159,7 @@ def json_patch(target: Any, ops: list[dict[str, Any]]) -> Any:
                 actual = None
             if actual != op.get("value"):
                 raise PatchError(
-                    f"the test operation failed at {op.get('path')}: "
-                    f"expected {op.get('value')!r}, found {actual!r}",
+                    f"the test operation failed at {op.get('path')}: expected {op.get('value')!r}, found {actual!r}",
                     422,
                 )
         else:

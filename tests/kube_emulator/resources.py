@@ -171,9 +171,7 @@ class Registry:
         if not candidates:
             raise KeyError(f"no served resource matches {ref!r}")
         # Prefer the core Event over events.k8s.io, and the preferred version of a group.
-        candidates.sort(
-            key=lambda r: (r.group != "" and r.kind == "Event", self.preferred.get(r.group) != r.version)
-        )
+        candidates.sort(key=lambda r: (r.group != "" and r.kind == "Event", self.preferred.get(r.group) != r.version))
         return candidates[0]
 
     def groups(self) -> dict[str, list[str]]:

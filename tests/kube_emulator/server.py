@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import json
 import re
@@ -74,6 +75,7 @@ class Server:
         self.writes: list[Write] = []
         self.requests = 0
         self.faults: list[Fault] = []
+        self.log: collections.deque[tuple[str, str]] = collections.deque(maxlen=20000)
         self.changed = asyncio.get_running_loop().create_future()
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -122,6 +124,7 @@ class Server:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Entry point of every request: log, inject faults, dispatch."""
         self.requests += 1
+        self.log.append((request.method, request.path_qs))
         if request.method in MUTATING:
             self.writes.append(Write(request.method, request.path, request.query.get("fieldManager")))
         for fault in self.faults:
@@ -240,9 +243,7 @@ class Server:
                 except ApiError as exc:
                     await resp.write((json.dumps({"type": "ERROR", "object": exc.status()}) + "\n").encode())
                     break
-                chunk = [
-                    json.dumps({"type": e.type, "object": e.obj}) + "\n" for e in events if wanted(e.obj)
-                ]
+                chunk = [json.dumps({"type": e.type, "object": e.obj}) + "\n" for e in events if wanted(e.obj)]
                 if events:
                     rv = events[-1].rv
                 if chunk:
@@ -283,8 +284,8 @@ class Server:
             return None
         ctype = request.content_type
         try:
-            if ctype == "application/apply-patch+yaml":
-                return yaml.safe_load(raw)
+            if ctype == "application/apply-patch+yaml" and raw.lstrip()[:1] != b"{":
+                return yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
             return json.loads(raw)
         except (ValueError, yaml.YAMLError) as exc:
             raise ApiError(400, "BadRequest", f"cannot parse the request body: {exc}") from None
@@ -317,9 +318,7 @@ class Server:
             return _json(store.delete(t.res, t.namespace, t.name, body, dry))
         if method == "PATCH" and request.content_type == "application/apply-patch+yaml":
             if t.sub == "scale":
-                raise ApiError(
-                    415, "UnsupportedMediaType", "apply to /scale is not supported by the emulator"
-                )
+                raise ApiError(415, "UnsupportedMediaType", "apply to /scale is not supported by the emulator")
             obj, created = store.apply(
                 t.res,
                 t.namespace,
@@ -398,9 +397,7 @@ class Server:
             "kind": "Scale",
             "apiVersion": "autoscaling/v1",
             "metadata": {
-                k: meta[k]
-                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                if k in meta
+                k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
             },
             "spec": {"replicas": patching.get_path(obj, tuple(spec_p))[1] or 0},
             "status": {
@@ -416,9 +413,7 @@ class Server:
         new_scale = copy.deepcopy(body) if ctype not in MERGE_TYPES else self._patched(scale, body, ctype)
         replicas = (new_scale or {}).get("spec", {}).get("replicas")
         if not isinstance(replicas, int) or replicas < 0:
-            raise ApiError(
-                422, "Invalid", "Scale.spec.replicas: Invalid value: must be a non-negative integer"
-            )
+            raise ApiError(422, "Invalid", "Scale.spec.replicas: Invalid value: must be a non-negative integer")
         sent_rv = (new_scale.get("metadata") or {}).get("resourceVersion")
         if sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {t.res.plural} "{t.name}"')

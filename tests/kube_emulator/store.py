@@ -171,6 +171,8 @@ class Store:
             ns = ns or meta.get("namespace") or "default"
             if meta.get("namespace") and meta["namespace"] != ns:
                 raise ApiError(400, "BadRequest", "the namespace of the object does not match the request")
+        if (ns if res.namespaced else None, meta["name"]) in self.bucket(res):
+            raise ApiError(409, "AlreadyExists", f'{res.plural}.{res.group or "core"} "{meta["name"]}" already exists')
         return self.commit("create", res, ns, meta["name"], None, obj, None, manager, strict_fields, dry_run)
 
     def commit(
@@ -233,8 +235,7 @@ class Store:
                         res,
                         ns,
                         name,
-                        "metadata.finalizers: Forbidden: no new finalizers "
-                        "can be added if the object is being deleted",
+                        "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted",
                     )
         else:
             for key in ("uid", "creationTimestamp", "deletionTimestamp", "generation", "resourceVersion"):
@@ -314,9 +315,7 @@ class Store:
             return
         for paths in owners.values():
             paths -= changed
-        owners.setdefault((manager, sub or ""), set()).update(
-            p for p in changed if patching.get_path(new, p)[0]
-        )
+        owners.setdefault((manager, sub or ""), set()).update(p for p in changed if patching.get_path(new, p)[0])
 
     def apply(
         self,
@@ -365,9 +364,7 @@ class Store:
         if body.get("metadata", {}).get("resourceVersion"):
             live["metadata"]["resourceVersion"] = body["metadata"]["resourceVersion"]
         if old is None:
-            live["metadata"].update(
-                {k: v for k, v in body.get("metadata", {}).items() if k in ("generateName",)}
-            )
+            live["metadata"].update({k: v for k, v in body.get("metadata", {}).items() if k in ("generateName",)})
         result = self.commit(
             "apply", res, ns, name, old, live, sub, manager, strict_fields, dry_run, track_updates=False
         )
@@ -414,9 +411,7 @@ class Store:
         self._remove(res, key, gone, orphan=options.get("propagationPolicy") == "Orphan")
         return gone
 
-    def _remove(
-        self, res: Resource, key: tuple[str | None, str], last: dict[str, Any], orphan: bool = False
-    ) -> None:
+    def _remove(self, res: Resource, key: tuple[str | None, str], last: dict[str, Any], orphan: bool = False) -> None:
         self.bucket(res).pop(key, None)
         self.managers.pop((res.key, key[0], key[1]), None)
         self._emit(res, "DELETED", last)
