@@ -115,7 +115,7 @@ class RuntimeSpec(ApiModel):
         default=None, ge=16, description="Context length (prompt + output tokens). Default: the model's."
     )
     gpu_memory_utilization: float | None = Field(
-        default=None, gt=0, le=1, description="Fraction of GPU memory vLLM may use. Default: 0.9."
+        default=None, ge=0.05, le=1, description="Fraction of GPU memory vLLM may use. Default: 0.9."
     )
     enable_prefix_caching: bool | None = Field(
         default=None, description="Reuse the KV cache of shared prompt prefixes."

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
 from inferkube.api.spec import ApiModel
+from pydantic import Field
 
 ConditionType = Literal[
     "Ready", "ModelCached", "Available", "Progressing", "Degraded", "MonitoringReady", "AutoscalerReady"

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from inferkube.api import contract
 from inferkube.operator.builders import Observed, SpecError, render_children
 from inferkube.operator.builders.common import cache_key

@@ -78,8 +78,9 @@ class OperatorSettings(BaseSettings):
     pre_stop_sleep_seconds: int = Field(
         default=5, ge=0, description="Pause before SIGTERM so endpoints stop routing to a terminating pod."
     )
-    drift_check_interval_seconds: float = Field(
-        default=5.0, gt=0, description="How often children are compared with the desired state."
+    resync_interval_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Full level-based resync period; drift is repaired from watch events long before this.",
     )
     download_job_cpu: str = Field(default="1", description="CPU request of cache download Jobs.")
     download_job_memory: str = Field(default="2Gi", description="Memory request and limit of cache download Jobs.")

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferkube.api.spec import InferenceServiceSpec
-from inferkube.operator.settings import OperatorSettings
 from inferkube.operator.builders import common
 from inferkube.operator.builders.cache_job import build_cache_job
 from inferkube.operator.builders.common import Observed, ServiceMeta, SpecError
@@ -17,6 +16,7 @@ from inferkube.operator.builders.pdb import build_pdb
 from inferkube.operator.builders.pvc import build_pvc
 from inferkube.operator.builders.service import build_service
 from inferkube.operator.builders.servicemonitor import build_servicemonitor
+from inferkube.operator.settings import OperatorSettings
 
 __all__ = ["Child", "Observed", "ServiceMeta", "SpecError", "render_children"]
 

@@ -1,0 +1,110 @@
+"""kopf registrations: thin handlers that keep a view of the world and schedule reconciles.
+
+Design (see docs/operator.md): every watched object (InferenceServices, their children, their pods,
+the optional CRDs) updates an in-memory ``World``; any change schedules a coalesced, level-based
+reconcile of the InferenceService it belongs to. Drift (a deleted child, an edited field) is seen
+through the watch within milliseconds, and a periodic resync catches anything missed. Steady state
+reads nothing and writes nothing: desired children are compared with the watched copies.
+
+kopf's change handlers (on.create/update) are not used on purpose: they persist progress annotations
+on the user's object (extra writes on an object Argo CD owns) and do not react to child drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import kopf
+import kubernetes
+from inferkube.api import contract
+from inferkube.operator.apply import KubeWriter
+from inferkube.operator.settings import load_settings
+from inferkube.operator.world import OPTIONAL_APIS, Reconciler, World
+
+log = logging.getLogger("inferkube.operator")
+MANAGED = {contract.LABEL_MANAGED_BY: contract.MANAGED_BY}
+CHILD_RESOURCES = [
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("", "v1", "persistentvolumeclaims"),
+    ("batch", "v1", "jobs"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("", "v1", "pods"),
+    ("monitoring.coreos.com", "v1", "servicemonitors"),
+    ("keda.sh", "v1alpha1", "scaledobjects"),
+]
+
+
+def _api_client() -> kubernetes.client.ApiClient:
+    """The official client, configured in-cluster or from the kubeconfig (development)."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        # KUBECONFIG is read explicitly: the client only reads it once, at import time.
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=config)
+        return kubernetes.client.ApiClient(config)
+    return kubernetes.client.ApiClient()
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account, else the kubeconfig named by $KUBECONFIG (read now, not at import)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Load the operator settings once, tune kopf, start the resync loop."""
+    config = os.environ.get("INFERKUBE_OPERATOR_CONFIG")
+    ours = load_settings(Path(config) if config else None)
+    settings.peering.standalone = True          # one replica with the Recreate strategy (docs/operator.md)
+    settings.posting.level = logging.WARNING     # Events only for problems users must act on
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 30
+    settings.queueing.error_delays = [1, 2, 5, 10, 30]
+    memo.world = World()
+    memo.reconciler = Reconciler(memo.world, ours, KubeWriter(_api_client()))
+    memo.resync = asyncio.create_task(memo.reconciler.resync_forever(ours.resync_interval_seconds))
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the resync loop and in-flight reconciles."""
+    memo.resync.cancel()
+    await memo.reconciler.close()
+
+
+@kopf.on.event(contract.GROUP, contract.VERSION, contract.PLURAL)
+async def inference_service_event(event: dict[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """An InferenceService appeared, changed or went away."""
+    key = memo.world.observe_service(event.get("type"), dict(body))
+    if key is not None:
+        memo.reconciler.schedule(key)
+
+
+def _child_handler(group: str, version: str, plural: str) -> None:
+    """Register one watch on managed children of a kind."""
+
+    @kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")
+    async def child_event(event: dict[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        key = memo.world.observe_child(event.get("type"), dict(body))
+        if key is not None:
+            memo.reconciler.schedule(key)
+
+
+for _group, _version, _plural in CHILD_RESOURCES:
+    _child_handler(_group, _version, _plural)
+
+
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions",
+               when=lambda name, **_: name in OPTIONAL_APIS)
+async def optional_api_event(event: dict[str, Any], name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The Prometheus Operator or KEDA CRD appeared or went away: reconcile everything."""
+    if memo.world.observe_crd(event.get("type"), name, dict(body)):
+        memo.reconciler.schedule_all()

@@ -1,0 +1,135 @@
+"""One level-based reconcile: parse -> observe -> build -> adopt -> apply what differs -> status.
+
+Create, update, resume, child events and the periodic resync all call ``reconcile``; it computes
+everything from the current spec and the live children, so running it again is always safe.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferkube.operator.apply import KubeWriter, OwnerRef, adopt
+from inferkube.operator.builders import Child, SpecError, common, render_children
+from inferkube.operator.parse import parse_service
+from inferkube.operator.settings import OperatorSettings
+from inferkube.operator.status import Children, compute_status, job_state, observe, parse_download_report, status_patch
+
+log = logging.getLogger(__name__)
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """True when every field we set has the same value live (the server may add defaults around it)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and is_subset(v, live[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(desired) == len(live) and all(map(is_subset, desired, live))
+    if isinstance(desired, (int, float)) and isinstance(live, str) or isinstance(desired, str) and isinstance(live, (int, float)):
+        return str(desired) == str(live)
+    return bool(desired == live)
+
+
+def needs_apply(child: Child, desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    """Whether the child must be written: absent, or (unless create-only) drifted from what we want."""
+    if live is None:
+        return True
+    if child.create_only:
+        return False
+    return not (is_subset(desired["metadata"].get("labels", {}), live["metadata"].get("labels", {}))
+                and is_subset(desired["metadata"].get("annotations", {}), live["metadata"].get("annotations", {}))
+                and is_subset(desired.get("metadata", {}).get("ownerReferences", []),
+                              live["metadata"].get("ownerReferences", []))
+                and is_subset(desired.get("spec", {}), live.get("spec", {})))
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did (the tests and the benchmark read it)."""
+
+    applied: list[str] = field(default_factory=list)
+    status_written: bool = False
+    error: str | None = None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _download_report(writer: KubeWriter, namespace: str, job_name: str, children: Children) -> dict | None:
+    """The downloader's last report: a finished pod's termination message, else the running pod's log tail."""
+    pods = [p for p in children.all("Pod") if (p["metadata"].get("labels") or {}).get("job-name") == job_name]
+    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    for pod in reversed(pods):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+            report = parse_download_report((terminated or {}).get("message"))
+            if report:
+                return report
+        if (pod.get("status") or {}).get("phase") == "Running":
+            return parse_download_report(await writer.pod_log_tail(namespace, pod["metadata"]["name"]))
+    return None
+
+
+async def reconcile(
+    body: dict[str, Any],
+    children: Children,
+    apis: set[str],
+    settings: OperatorSettings,
+    writer: KubeWriter,
+    remember: Callable[[dict[str, Any]], None] = lambda _: None,
+) -> Outcome:
+    """Bring one InferenceService's children and status in line with its spec. Raises SpecError."""
+    outcome = Outcome()
+    metadata = body["metadata"]
+    spec, meta = parse_service(body)
+    observed = observe(spec, meta, children, apis)
+    owner = OwnerRef(name=meta.name, uid=metadata["uid"])
+    for child in render_children(spec, meta, settings, observed):
+        desired = adopt(child.body, owner) if child.owned else child.body
+        live = children.get(child.kind, child.name)
+        if not needs_apply(child, desired, live):
+            continue
+        if child.create_only:
+            await writer.create_if_absent(desired)
+        else:
+            remember(await writer.apply(desired))
+        outcome.applied.append(f"{child.kind}/{child.name}")
+    report = None
+    if common.uses_cache(spec):
+        job_name = common.download_job_name(meta, common.cache_key(spec))
+        if job_state(children.get("Job", job_name)) != "Pending":
+            report = await _download_report(writer, meta.namespace, job_name, children)
+    status = compute_status(spec, meta, metadata.get("generation"), settings, children, observed, report)
+    patch = status_patch(status, body.get("status"), _now())
+    if patch is not None:
+        remember(await writer.patch_status(meta.namespace, meta.name, patch))
+        outcome.status_written = True
+    return outcome
+
+
+async def report_invalid(body: dict[str, Any], error: SpecError, writer: KubeWriter) -> bool:
+    """Write Ready=False/Degraded=True with reason InvalidSpec; True when status changed."""
+    metadata = body["metadata"]
+    generation = metadata.get("generation")
+    current = body.get("status") or {}
+    now = _now()
+    conditions = []
+    for ctype, status in (("Ready", "False"), ("Degraded", "True")):
+        conditions.append({"type": ctype, "status": status, "reason": "InvalidSpec", "message": str(error),
+                           "observedGeneration": generation, "lastTransitionTime": now})
+    old = {c.get("type"): c for c in current.get("conditions") or []}
+    same = all(
+        old.get(c["type"], {}).get("status") == c["status"] and old.get(c["type"], {}).get("message") == c["message"]
+        for c in conditions
+    ) and current.get("observedGeneration") == generation and current.get("phase") == "Failed"
+    if same:
+        return False
+    patch = {"observedGeneration": generation, "phase": "Failed", "phaseDetail": "InvalidSpec", "conditions": conditions}
+    await writer.patch_status(metadata.get("namespace", "default"), metadata["name"], patch)
+    return True
+
+
+__all__ = ["Outcome", "SpecError", "is_subset", "needs_apply", "reconcile", "report_invalid"]
