@@ -167,25 +167,52 @@ def _cel_program(rule: str) -> Any:
     return _CEL_ENV.program(_CEL_ENV.compile(rule))
 
 
+_SELF_KEY = re.compile(r"\bself\.(\w+)\b(?!\s*\()")
+_SELF_WHOLE = re.compile(r"\bself\b(?!\.\w)|\bself\.\w+\s*\(")
+_OLD_KEY = re.compile(r"\boldSelf\.(\w+)\b(?!\s*\()")
+_OLD_WHOLE = re.compile(r"\boldSelf\b(?!\.\w)|\boldSelf\.\w+\s*\(")
+
+
+def _visible(value: Any, expr: str, key_re: re.Pattern[str], whole_re: re.Pattern[str]) -> Any:
+    """Only the top-level keys a rule can read (CEL is pure, so this changes no result, only cost)."""
+    if isinstance(value, dict) and not whole_re.search(expr):
+        keys = set(key_re.findall(expr))
+        return {k: v for k, v in value.items() if k in keys}
+    return value
+
+
+@functools.lru_cache(maxsize=20000)
+def _evaluate(expr: str, self_json: str, old_json: str | None) -> str | None:
+    """Evaluate one rule on JSON-encoded values: None when it holds, else why not ('' for plain false)."""
+    act: dict[str, Any] = {"self": celpy.json_to_cel(json.loads(self_json))}
+    if old_json is not None:
+        act["oldSelf"] = celpy.json_to_cel(json.loads(old_json))
+    try:
+        ok = _cel_program(expr).evaluate(act)
+    except Exception as exc:  # noqa: BLE001 - any evaluation failure is a rejection, like the API server
+        return f"rule evaluation error: {expr}: {exc}"
+    if isinstance(ok, celpy.CELEvalError):
+        return f"rule evaluation error: {expr}: {ok.args[0] if ok.args else ok}"
+    return None if bool(ok) else ""
+
+
 def _cel_rules(obj: Any, old: Any, has_old: bool, schema: Any, path: str, errors: list[str]) -> None:
     if not isinstance(schema, dict) or obj is None:
         return
+    if has_old and obj == old:
+        return  # validation ratcheting (Kubernetes >= 1.30): an unchanged value is not re-validated
     for rule in schema.get("x-kubernetes-validations", ()):
         expr = rule["rule"]
-        uses_old = re.search(r"\boldSelf\b", expr) is not None
+        uses_old = "oldSelf" in expr
         if uses_old and not has_old:
             continue  # transition rules run on updates only, where the old value exists
-        act: dict[str, Any] = {"self": celpy.json_to_cel(obj)}
-        if uses_old:
-            act["oldSelf"] = celpy.json_to_cel(old)
-        try:
-            ok = _cel_program(expr).evaluate(act)
-            failed = not bool(ok) or isinstance(ok, celpy.CELEvalError)
-        except Exception as exc:  # noqa: BLE001 - any evaluation failure is a rejection, like the API server
-            failed, rule = True, {**rule, "message": f"rule evaluation error: {expr}: {exc}"}
-        if failed:
+        self_json = json.dumps(_visible(obj, expr, _SELF_KEY, _SELF_WHOLE), sort_keys=True)
+        old_json = json.dumps(_visible(old, expr, _OLD_KEY, _OLD_WHOLE), sort_keys=True) if uses_old else None
+        why = _evaluate(expr, self_json, old_json)
+        if why is not None:
             where = path + (rule.get("fieldPath") or "")
-            errors.append(f"{where}: Invalid value: {rule.get('message') or f'failed rule: {expr}'}")
+            message = why or rule.get("message") or f"failed rule: {expr}"
+            errors.append(f"{where}: Invalid value: {message}")
     if isinstance(obj, dict):
         props = schema.get("properties") or {}
         addl = schema.get("additionalProperties")
