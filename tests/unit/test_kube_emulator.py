@@ -481,3 +481,22 @@ def test_many_writes_are_fast_enough_for_the_benchmark(kube: KubeEmulator) -> No
     per_request = (time.monotonic() - started) / 400
     assert per_request < 0.02, f"{per_request * 1000:.1f} ms per apply"
     assert len(kube.list("Deployment")) == 200
+
+
+async def test_usable_from_async_tests_and_put_replaces_the_object() -> None:
+    import aiohttp
+
+    async with KubeEmulator() as kube:
+        kube.create(deployment())
+        path = "/apis/apps/v1/namespaces/default/deployments/web"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(kube.url + path) as resp:
+                current = await resp.json()
+            current["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
+            current["metadata"]["labels"] = {"put": "yes"}
+            async with session.put(kube.url + path, json=current) as resp:
+                assert resp.status == 200
+                replaced = await resp.json()
+        assert replaced["metadata"]["generation"] == 2 and replaced["metadata"]["labels"] == {"put": "yes"}
+        assert kube.get(path)["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:2"
+        assert [w.verb for w in kube.writes] == ["PUT"]
