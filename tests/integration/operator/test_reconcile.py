@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
 from inferkube.api import contract
 from kopf.testing import KopfRunner
 
-from tests.integration.operator.conftest import NS, condition, isvc, wait_for
+from tests.integration.operator.conftest import (
+    NS,
+    SHARED_SCHEMAS,
+    condition,
+    isvc,
+    start_operator,
+    upstream_crd,
+    wait_for,
+)
 from tests.kube_emulator import KubeEmulator
 
 CHILD_KINDS = ["PersistentVolumeClaim", "Job", "Service", "PodDisruptionBudget"]
@@ -19,10 +29,11 @@ def complete_job(kube: KubeEmulator, name: str) -> None:
     })
 
 
-def the_job(kube: KubeEmulator, name: str = "demo") -> dict:
+def the_job(kube: KubeEmulator, name: str = "demo") -> dict | None:
+    """The one download Job of an InferenceService (None while there is none)."""
     jobs = [j for j in kube.list("Job", NS) if j["metadata"]["labels"].get(contract.LABEL_ISVC) == name]
-    assert len(jobs) == 1
-    return jobs[0]
+    assert len(jobs) <= 1, "one download Job per source and revision"
+    return jobs[0] if jobs else None
 
 
 def test_create_caches_then_serves_then_ready(kube: KubeEmulator, operator: KopfRunner) -> None:
@@ -51,3 +62,206 @@ def test_create_caches_then_serves_then_ready(kube: KubeEmulator, operator: Kopf
     assert condition(ready, "ModelCached")["status"] == "True"
     assert condition(ready, "MonitoringReady")["reason"] == "PrometheusOperatorMissing"
     assert "finalizers" not in ready["metadata"] or not ready["metadata"]["finalizers"]
+
+
+def get(kube: KubeEmulator, name: str = "demo") -> dict:
+    return kube.get("InferenceService", NS, name) or {}
+
+
+def ready_service(kube: KubeEmulator, name: str = "demo", **spec) -> dict:
+    """Create an InferenceService and play the controllers until it is Ready."""
+    kube.create(isvc(name, **spec))
+    job = wait_for(lambda: the_job(kube, name))
+    complete_job(kube, job["metadata"]["name"])
+    wait_for(lambda: kube.get("Deployment", NS, name))
+    kube.mark_deployment_available(NS, name)
+    return wait_for(lambda: (condition(get(kube, name), "Ready") or {}).get("status") == "True" and get(kube, name))
+
+
+def writes_by_us(kube: KubeEmulator) -> list:
+    return [w for w in kube.writes if w.verb != "GET" and "/events" not in w.path]
+
+
+def test_steady_state_makes_no_writes(kube: KubeEmulator, operator: KopfRunner) -> None:
+    ready_service(kube)
+    time.sleep(1.0)  # let the last watch events settle
+    kube.reset_counters()
+    time.sleep(3.0)
+    assert writes_by_us(kube) == []
+
+
+def test_update_changes_children_and_leaves_replicas_to_the_hpa(kube: KubeEmulator, operator: KopfRunner) -> None:
+    ready_service(kube)
+    kube.patch("InferenceService", NS, "demo", {"spec": {"runtime": {"image": "registry.local/rt:2",
+                                                                     "engineArgs": ["--enforce-eager"]}}})
+    dep = wait_for(lambda: (d := kube.get("Deployment", NS, "demo"))["spec"]["template"]["spec"]["containers"][0]
+                   ["image"] == "registry.local/rt:2" and d)
+    assert dep["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--", "--enforce-eager"]
+    # switch to autoscaling: an HPA appears and the operator stops sending replicas
+    kube.patch("InferenceService", NS, "demo", {"spec": {"replicas": None, "autoscaling": {
+        "minReplicas": 1, "maxReplicas": 5, "targetQueueDepth": 4}}})
+    hpa = wait_for(lambda: kube.get("HorizontalPodAutoscaler", NS, "demo"))
+    assert hpa["spec"]["maxReplicas"] == 5
+    kube.patch("Deployment", NS, "demo", {"spec": {"replicas": 4}})  # the HPA scales
+    kube.patch("InferenceService", NS, "demo", {"spec": {"runtime": {"image": "registry.local/rt:3"}}})
+    wait_for(lambda: kube.get("Deployment", NS, "demo")["spec"]["template"]["spec"]["containers"][0]["image"]
+             == "registry.local/rt:3")
+    time.sleep(0.5)
+    assert kube.get("Deployment", NS, "demo")["spec"]["replicas"] == 4, "the operator must not fight the HPA"
+    applies = [w for w in kube.writes if "deployments/demo" in w.path]
+    assert all(w.field_manager == contract.FIELD_MANAGER for w in applies if w.verb == "PATCH" and w.field_manager)
+    assert kube.get("InferenceService", NS, "demo")["spec"]["runtime"]["image"] == "registry.local/rt:3"
+
+
+def test_deleted_and_edited_children_are_repaired(kube: KubeEmulator, operator: KopfRunner) -> None:
+    ready_service(kube)
+    kube.delete("Service", NS, "demo")
+    svc = wait_for(lambda: kube.get("Service", NS, "demo"), timeout=10)
+    assert svc["spec"]["ports"][0]["port"] == 80
+    kube.patch("Deployment", NS, "demo", {"spec": {"template": {"spec": {"terminationGracePeriodSeconds": 1}}}})
+    wait_for(lambda: kube.get("Deployment", NS, "demo")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+             > 100, timeout=10)
+    kube.patch("PodDisruptionBudget", NS, "demo", {"spec": {"maxUnavailable": 0}})
+    wait_for(lambda: kube.get("PodDisruptionBudget", NS, "demo")["spec"]["maxUnavailable"] == 1, timeout=10)
+
+
+def test_delete_garbage_collects_children_but_retained_cache_survives(kube: KubeEmulator, operator: KopfRunner) -> None:
+    ready_service(kube, "keep", cache={"reclaimPolicy": "Retain", "name": "shared-cache"})
+    ready_service(kube, "drop")
+    assert get(kube, "keep")["status"]["cache"]["retained"] is True
+    kube.delete("InferenceService", NS, "keep")
+    kube.delete("InferenceService", NS, "drop")
+    wait_for(lambda: kube.get("Deployment", NS, "keep") is None and kube.get("Deployment", NS, "drop") is None)
+    wait_for(lambda: kube.get("PersistentVolumeClaim", NS, "drop-model-cache") is None)
+    assert kube.get("PersistentVolumeClaim", NS, "shared-cache") is not None, "Retain keeps the claim"
+    # a new InferenceService naming the retained claim reuses it (its Job finds the copy: 0 bytes)
+    kube.create(isvc("again", cache={"reclaimPolicy": "Retain", "name": "shared-cache"}))
+    wait_for(lambda: the_job(kube, "again"))
+    pvc = kube.get("PersistentVolumeClaim", NS, "shared-cache")
+    assert "ownerReferences" not in pvc["metadata"] or not pvc["metadata"]["ownerReferences"]
+
+
+def test_quota_denied_deployment_is_not_ready_with_reason(kube: KubeEmulator, operator: KopfRunner) -> None:
+    kube.create(isvc())
+    complete_job(kube, wait_for(lambda: the_job(kube))["metadata"]["name"])
+    wait_for(lambda: kube.get("Deployment", NS, "demo"))
+    message = 'pods "demo-abc" is forbidden: exceeded quota: gpu-quota, requested: requests.nvidia.com/gpu=1'
+    kube.patch_status("Deployment", NS, "demo", {"replicas": 0, "readyReplicas": 0, "conditions": [
+        {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "no pods"},
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": message},
+    ]})
+    obj = wait_for(lambda: (condition(get(kube), "Degraded") or {}).get("status") == "True" and get(kube))
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ReplicaFailure"
+    assert "exceeded quota" in ready["message"]
+    assert obj["status"]["phase"] == "Failed"
+
+
+def test_download_failure_and_revision_change(kube: KubeEmulator, operator: KopfRunner) -> None:
+    ready_service(kube)
+    old_job = the_job(kube)["metadata"]["name"]
+    kube.patch("InferenceService", NS, "demo", {"spec": {"model": {"revision": "r2"}}})
+    new_job = wait_for(lambda: [j for j in kube.list("Job", NS) if j["metadata"]["name"] != old_job])[0]
+    # the running replicas keep serving the old revision while the new one downloads
+    obj = wait_for(lambda: get(kube)["status"]["observedGeneration"] == get(kube)["metadata"]["generation"] and get(kube))
+    assert condition(obj, "Ready")["status"] == "True"
+    dep = kube.get("Deployment", NS, "demo")
+    old_key = old_job.rsplit("-", 1)[1]
+    assert dep["metadata"]["annotations"][contract.ANNOTATION_CACHE_KEY].startswith(old_key)
+    kube.patch_status("Job", NS, new_job["metadata"]["name"], {"failed": 4, "conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]})
+    obj = wait_for(lambda: (condition(get(kube), "ModelCached") or {}).get("reason") == "DownloadFailed" and get(kube))
+    assert "BackoffLimitExceeded" in condition(obj, "ModelCached")["message"]
+    assert condition(obj, "Degraded")["status"] == "True"
+    # the user retries by deleting the failed Job; this time it completes and the rollout happens
+    kube.delete("Job", NS, new_job["metadata"]["name"])
+    again = wait_for(lambda: kube.get("Job", NS, new_job["metadata"]["name"]))
+    assert again["metadata"]["uid"] != new_job["metadata"]["uid"]
+    complete_job(kube, new_job["metadata"]["name"])
+    new_key = new_job["metadata"]["name"].rsplit("-", 1)[1]
+    wait_for(lambda: kube.get("Deployment", NS, "demo")["spec"]["template"]["metadata"]["annotations"]
+             [contract.ANNOTATION_CACHE_KEY].startswith(new_key))
+
+
+def test_unknown_accelerator_profile_is_a_permanent_error(kube: KubeEmulator, operator: KopfRunner) -> None:
+    kube.create(isvc(resources={"accelerator": "tpu-v9", "gpus": 1}))
+    obj = wait_for(lambda: (condition(get(kube), "Ready") or {}).get("reason") == "InvalidSpec" and get(kube))
+    assert "unknown accelerator profile 'tpu-v9'" in condition(obj, "Ready")["message"]
+    assert obj["status"]["phase"] == "Failed"
+    events = wait_for(lambda: [e for e in kube.list("Event", NS) if e.get("reason") == "InvalidSpec"])
+    assert len(events) == 1
+    kube.reset_counters()
+    time.sleep(1.5)
+    assert writes_by_us(kube) == [], "no retry storm on a permanent error"
+    assert kube.list("Job", NS) == []
+
+
+def test_invalid_object_is_rejected_by_the_crd_schema(kube: KubeEmulator) -> None:
+    bad = isvc(autoscaling={"minReplicas": 1, "maxReplicas": 3, "targetQueueDepth": 2})  # with replicas: 2
+    with start_operator() as runner:
+        try:
+            kube.create(bad)
+        except Exception as exc:  # noqa: BLE001 - the emulator raises its ApiError
+            assert "either replicas or autoscaling" in str(exc)
+        else:
+            raise AssertionError("the CRD's CEL rule must reject replicas + autoscaling")
+        bad["spec"]["model"]["source"] = "s3://bucket/model"
+        del bad["spec"]["autoscaling"]
+        try:
+            kube.create(bad)
+        except Exception as exc:  # noqa: BLE001
+            assert "spec.model.source" in str(exc)
+        else:
+            raise AssertionError("the CRD's pattern must reject an unknown source scheme")
+        time.sleep(0.5)
+    assert runner.exception is None
+    assert get(kube) == {}
+    assert [r.verb for r in kube.validation_errors] == ["create", "create"], "only the user's two creates failed"
+
+
+def test_api_faults_are_retried_and_converge(kube: KubeEmulator, operator: KopfRunner) -> None:
+    kube.inject(method="PATCH", path_regex="/services/", status=500, times=3)
+    kube.inject(method="PATCH", path_regex="/poddisruptionbudgets/", status=409, times=2)
+    kube.inject(method="PATCH", path_regex="/inferenceservices/demo/status", status=None, delay=2.0, times=1)
+    kube.create(isvc())
+    wait_for(lambda: kube.get("Service", NS, "demo") and kube.get("PodDisruptionBudget", NS, "demo"), timeout=15)
+    wait_for(lambda: get(kube).get("status", {}).get("phase") == "CachingModel", timeout=15)
+
+
+def test_restart_mid_reconcile_neither_duplicates_nor_loses(kube: KubeEmulator) -> None:
+    kube.inject(method="PATCH", path_regex="/poddisruptionbudgets/", status=None, delay=3.0, times=1)
+    with start_operator() as runner:
+        kube.create(isvc())
+        wait_for(lambda: kube.get("Service", NS, "demo"))
+    assert runner.exception is None
+    assert kube.get("Deployment", NS, "demo") is None
+    with start_operator() as runner:
+        job = wait_for(lambda: the_job(kube))
+        complete_job(kube, job["metadata"]["name"])
+        wait_for(lambda: kube.get("Deployment", NS, "demo") and kube.get("PodDisruptionBudget", NS, "demo"))
+        kube.mark_deployment_available(NS, "demo")
+        wait_for(lambda: (condition(get(kube), "Ready") or {}).get("status") == "True")
+    assert runner.exception is None
+    assert len(kube.list("Job", NS)) == 1
+    assert len(kube.list("Service", NS)) == 1
+    assert kube.validation_errors == []
+
+
+def test_servicemonitor_appears_when_its_crd_is_installed(kube: KubeEmulator, operator: KopfRunner) -> None:
+    assert SHARED_SCHEMAS.is_dir(), "the upstream ServiceMonitor CRD comes from ../shared/schemas"
+    ready_service(kube)
+    assert kube.get("ServiceMonitor", NS, "demo") is None if _served(kube, "ServiceMonitor") else True
+    assert condition(get(kube), "MonitoringReady")["reason"] == "PrometheusOperatorMissing"
+    kube.create(upstream_crd("monitoring.coreos.com_servicemonitors.yaml"))
+    sm = wait_for(lambda: _served(kube, "ServiceMonitor") and kube.get("ServiceMonitor", NS, "demo"), timeout=20)
+    assert sm["spec"]["endpoints"][0]["path"] == contract.METRICS_PATH
+    obj = wait_for(lambda: (condition(get(kube), "MonitoringReady") or {}).get("status") == "True" and get(kube))
+    assert condition(obj, "Ready")["status"] == "True"
+
+
+def _served(kube: KubeEmulator, kind: str) -> bool:
+    try:
+        kube.resource(kind)
+    except Exception:  # noqa: BLE001 - not served yet
+        return False
+    return True
