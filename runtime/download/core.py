@@ -146,12 +146,8 @@ def download(request: DownloadRequest, state: ProgressState | None = None) -> Do
             resolved = request.revision or (request.sha256.lower() if request.sha256 else None)
             manifest = build_manifest(layout.tree, key, resolved)
             fetched = result.fetched
-    except ChecksumMismatch:
+    except (ChecksumMismatch, InvalidSource):
         shutil.rmtree(layout.work, ignore_errors=True)  # never resume from bytes known to be wrong
-        raise
-    except InvalidSource:
-        if layout.tree.exists():
-            shutil.rmtree(layout.tree, ignore_errors=True)
         raise
     write_manifest(layout.tree, manifest)
     promote(layout)

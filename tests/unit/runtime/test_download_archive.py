@@ -196,7 +196,6 @@ def test_stalled_transfer_is_detected_and_resumed(server, tmp_path):
 def test_transfer_that_keeps_stalling_fails_after_bounded_retries(server, tmp_path):
     server.faults["/model.tar.gz"] = Fault(after=0, mode="stall", stall=30, times=10)
     # after=0 stalls before the first byte: no progress, so every attempt counts against --retries
-    server.files["/model.tar.gz"] = server.files["/model.tar.gz"]
     start = time.monotonic()
     code, events, _ = run_cli(args(server, tmp_path / "m", tmp_path))
     assert code == 1
@@ -257,6 +256,9 @@ def test_not_an_archive_is_invalid(server, tmp_path):
     code, events, _ = run_cli(args(server, tmp_path / "m", tmp_path, "/x.tar.gz"))
     assert code == 1 and events[-1]["reason"] == progress.REASON_INVALID
     assert "not a tar, tar.gz or zip" in events[-1]["message"]
+    server.files["/x.tar.gz"] = make_tar_gz(MODEL)  # the source is fixed: the next run starts clean
+    code, _, _ = run_cli(args(server, tmp_path / "m", tmp_path, "/x.tar.gz"))
+    assert code == 0 and read_tree(tmp_path / "m") == MODEL
 
 
 def test_bad_arguments_exit_2_with_invalid_event(tmp_path):
