@@ -29,8 +29,8 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 
 def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
-    return ".".join(parts) or None
+    """The top-level request field an error is about (union branch names are dropped)."""
+    return str(loc[0]) if loc else None
 
 
 def parse_request(body: bytes, model_cls: type[BaseModel]) -> BaseModel:
