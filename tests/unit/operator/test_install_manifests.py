@@ -1,0 +1,93 @@
+"""`kubectl apply -k manifests/` installs a valid, least-privilege operator."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from inferkube.operator.crd import render_kustomization_yaml
+from inferkube.operator.handlers import CHILD_RESOURCES
+from inferkube.operator.settings import OperatorSettings, load_settings
+from tests.schemas import NEWEST_K8S, OLDEST_K8S, validate_k8s
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@lru_cache(maxsize=1)
+def rendered() -> tuple[dict[str, Any], ...]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl (with built-in kustomize) is part of this machine image"
+    out = subprocess.run([kubectl, "kustomize", str(REPO / "manifests")], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    return tuple(d for d in yaml.safe_load_all(out) if d)
+
+
+def one(kind: str) -> dict[str, Any]:
+    return next(o for o in rendered() if o["kind"] == kind)
+
+
+def test_kustomization_renders_every_install_object() -> None:
+    kinds = sorted(o["kind"] for o in rendered())
+    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+                            "ClusterRoleBinding", "ConfigMap", "Deployment"])
+    assert (REPO / "crds" / "kustomization.yaml").read_text() == render_kustomization_yaml()
+
+
+@pytest.mark.parametrize("version", [OLDEST_K8S, NEWEST_K8S])
+def test_every_install_object_passes_strict_schema(version: str) -> None:
+    for obj in rendered():
+        validate_k8s(obj, version)
+
+
+def _allowed(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
+    verbs: set[str] = set()
+    for rule in rules:
+        if group in rule["apiGroups"] and resource in rule["resources"]:
+            verbs |= set(rule["verbs"])
+    return verbs
+
+
+def test_rbac_allows_exactly_what_the_operator_does() -> None:
+    rules = one("ClusterRole")["rules"]
+    for group, _version, plural in CHILD_RESOURCES:
+        verbs = _allowed(rules, group, plural)
+        assert {"list", "watch"} <= verbs, plural
+        if plural == "pods":
+            assert verbs == {"list", "watch"}
+        elif plural == "jobs":
+            assert verbs == {"list", "watch", "create"}, "Jobs are created once, never patched"
+        else:
+            assert verbs == {"list", "watch", "create", "patch"}, plural
+    assert _allowed(rules, "serving.inferkube.dev", "inferenceservices") == {"list", "watch"}, "never writes spec"
+    assert _allowed(rules, "serving.inferkube.dev", "inferenceservices/status") == {"patch"}
+    assert _allowed(rules, "serving.inferkube.dev", "inferenceservices/finalizers") == {"update"}
+    assert _allowed(rules, "", "pods/log") == {"get"}
+    assert not any("delete" in r["verbs"] or "*" in r["verbs"] for r in rules), "garbage collection deletes"
+    binding = one("ClusterRoleBinding")
+    assert binding["subjects"][0]["namespace"] == one("Deployment")["metadata"]["namespace"]
+
+
+def test_operator_deployment_is_single_restricted_and_probed() -> None:
+    dep = one("Deployment")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    liveness = container["livenessProbe"]["httpGet"]
+    assert f":8080{liveness['path']}" in container["args"][container["args"].index("--liveness") + 1]
+    assert container["resources"]["requests"]["memory"]
+
+
+def test_settings_configmap_is_what_the_operator_loads(tmp_path: Path) -> None:
+    text = one("ConfigMap")["data"]["settings.yaml"]
+    path = tmp_path / "settings.yaml"
+    path.write_text(text)
+    assert load_settings(path) == OperatorSettings()
