@@ -51,7 +51,7 @@ class Outcome:
 
     applied: list[str] = field(default_factory=list)
     status_written: bool = False
-    error: str | None = None
+    requeue_after: float | None = None  # seconds until progress should be read again
 
 
 def _now() -> str:
@@ -100,8 +100,11 @@ async def reconcile(
     report = None
     if common.uses_cache(spec):
         job_name = common.download_job_name(meta, common.cache_key(spec))
-        if job_state(children.get("Job", job_name)) != "Pending":
+        state = job_state(children.get("Job", job_name))
+        if state != "Pending":
             report = await _download_report(writer, meta.namespace, job_name, children)
+        if state == "Downloading":
+            outcome.requeue_after = settings.progress_interval_seconds
     status = compute_status(spec, meta, metadata.get("generation"), settings, children, observed, report)
     patch = status_patch(status, body.get("status"), _now())
     if patch is not None:

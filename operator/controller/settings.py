@@ -82,6 +82,9 @@ class OperatorSettings(BaseSettings):
         default=60.0, gt=0,
         description="Full level-based resync period; drift is repaired from watch events long before this.",
     )
+    progress_interval_seconds: float = Field(
+        default=10.0, gt=0, description="How often download progress is read into status while a Job runs."
+    )
     download_job_cpu: str = Field(default="1", description="CPU request of cache download Jobs.")
     download_job_memory: str = Field(default="2Gi", description="Memory request and limit of cache download Jobs.")
 

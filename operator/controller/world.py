@@ -181,6 +181,8 @@ class Reconciler:
             kopf.event(body, type="Warning", reason="ApplyRejected", message=str(exc)[:1000])
             return
         self._invalid.pop(key, None)
+        if outcome.requeue_after is not None:
+            asyncio.get_running_loop().call_later(outcome.requeue_after, self.schedule, key)
         self.stats.applies += len(outcome.applied)
         self.stats.status_writes += int(outcome.status_written)
 

@@ -296,6 +296,12 @@ class KubeEmulator:
 
         return self._call(run)
 
+    def set_pod_log(self, namespace: str, name: str, text: str) -> None:
+        """Play the kubelet: what GET pods/NAME/log returns for a pod."""
+        assert self._server is not None
+        server = self._server
+        self._call(lambda: server.pod_logs.__setitem__((namespace, name), text))
+
     def mark_deployment_available(self, namespace: str, name: str, ready: bool = True) -> dict[str, Any]:
         """Play the Deployment controller: all replicas ready and Available=True (or not ready)."""
         dep = self.get("Deployment", namespace, name)

@@ -76,6 +76,7 @@ class Server:
         self.requests = 0
         self.faults: list[Fault] = []
         self.log: collections.deque[tuple[str, str]] = collections.deque(maxlen=20000)
+        self.pod_logs: dict[tuple[str, str], str] = {}
         self.changed = asyncio.get_running_loop().create_future()
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -178,6 +179,8 @@ class Server:
             return _json(doc)
         if group == "" and version != "v1":
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if group == "" and len(rest) == 5 and rest[0] == "namespaces" and rest[2] == "pods" and rest[4] == "log":
+            return self._pod_log(request, rest[1], rest[3])
         target = self._resource(group, version, rest)
         method = request.method
         if method == "GET":
@@ -190,6 +193,18 @@ class Server:
         return await self._mutate(request, target)
 
     # ------------------------------------------------------------ reads
+
+    def _pod_log(self, request: web.Request, namespace: str, name: str) -> web.Response:
+        """GET pods/NAME/log: the text a test set with KubeEmulator.set_pod_log (tailLines honoured)."""
+        if request.method != "GET":
+            raise ApiError(405, "MethodNotAllowed", f"pods/log does not support {request.method}")
+        if (namespace, name) not in self.pod_logs:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found')
+        lines = self.pod_logs[(namespace, name)].splitlines()
+        tail = request.query.get("tailLines")
+        if tail is not None:
+            lines = lines[-int(tail):] if int(tail) else []
+        return web.Response(text="\n".join(lines) + ("\n" if lines else ""), content_type="text/plain")
 
     def _list(self, request: web.Request, t: Parsed) -> web.Response:
         items = self.store.list(

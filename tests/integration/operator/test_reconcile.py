@@ -265,3 +265,38 @@ def _served(kube: KubeEmulator, kind: str) -> bool:
     except Exception:  # noqa: BLE001 - not served yet
         return False
     return True
+
+
+def test_download_progress_and_result_show_in_status(kube: KubeEmulator, monkeypatch) -> None:
+    monkeypatch.setenv("INFERKUBE_OPERATOR_PROGRESS_INTERVAL_SECONDS", "0.3")
+    with start_operator() as runner:
+        kube.create(isvc())
+        job = wait_for(lambda: the_job(kube))
+        name = job["metadata"]["name"]
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": f"{name}-x1", "namespace": NS,
+                            "labels": {**job["spec"]["template"]["metadata"]["labels"], "job-name": name}},
+               "spec": {"restartPolicy": "Never", "containers": [{"name": "download", "image": "rt"}]}}
+        kube.create(pod)
+        kube.patch_status("Pod", NS, pod["metadata"]["name"], {"phase": "Running"})
+        progress = '{"event":"progress","bytesDone":%d,"bytesTotal":1000,"filesDone":1,"filesTotal":4}'
+        kube.set_pod_log(NS, pod["metadata"]["name"], "starting\n" + progress % 250)
+        kube.patch_status("Job", NS, name, {"active": 1, "startTime": "2026-01-01T00:00:00Z"})
+        obj = wait_for(lambda: get(kube).get("status", {}).get("phaseDetail") == "25%" and get(kube))
+        assert obj["status"]["phase"] == "CachingModel"
+        assert obj["status"]["cache"]["phase"] == "Downloading"
+        assert (obj["status"]["cache"]["bytesDone"], obj["status"]["cache"]["filesTotal"]) == (250, 4)
+        assert "(25%)" in condition(obj, "ModelCached")["message"]
+        kube.set_pod_log(NS, pod["metadata"]["name"], progress % 900)  # no event: read on the progress timer
+        wait_for(lambda: get(kube)["status"]["phaseDetail"] == "90%")
+        done = '{"event":"done","revision":"abc123","bytes":1000,"files":4,"bytesDownloaded":1000}'
+        kube.patch_status("Pod", NS, pod["metadata"]["name"], {"phase": "Succeeded", "containerStatuses": [
+            {"name": "download", "ready": False, "restartCount": 0, "image": "rt", "imageID": "", "started": False,
+             "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": done}}}]})
+        complete_job(kube, name)
+        obj = wait_for(lambda: get(kube).get("status", {}).get("cache", {}).get("phase") == "Ready" and get(kube))
+        assert obj["status"]["cache"]["revision"] == "abc123"
+        assert obj["status"]["cache"]["bytesDone"] == 1000
+        wait_for(lambda: kube.get("Deployment", NS, "demo"))
+    assert runner.exception is None
+    assert kube.validation_errors == []
