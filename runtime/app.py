@@ -12,6 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from inferkube.api.contract import HEALTH_PATH, METRICS_PATH, READY_PATH
 from inferkube.runtime.admission import AdmissionController
 from inferkube.runtime.engine import Engine
@@ -19,8 +22,6 @@ from inferkube.runtime.errors import ApiError, error_body, error_response
 from inferkube.runtime.metrics import RuntimeMetrics, get_metrics
 from inferkube.runtime.serving import CHAT, COMPLETION, request_model, serve_generation
 from inferkube.runtime.settings import RuntimeSettings
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("inferkube.runtime")
 
@@ -142,6 +143,16 @@ def _body_spec(kind: str) -> dict[str, Any]:
             (413, "Body too large"), (429, "Rate limited or over capacity"), (503, "Loading or draining"))}}
 
 
+async def _guarded(call: Awaitable[Response]) -> Response:
+    """Run a route; an unexpected error becomes a 500 error object and a log line without its message
+    (exception messages can quote request content, which must never reach the logs)."""
+    try:
+        return await call
+    except Exception as exc:  # noqa: BLE001
+        log.error("unexpected error: %s", exc.__class__.__name__)
+        return JSONResponse(error_body(500, "Internal server error."), status_code=500)
+
+
 def build_app(settings: RuntimeSettings, engine: Engine | None = None, *, registry: Any = None,
               limiter: Any = None, metrics: RuntimeMetrics | None = None) -> FastAPI:
     """Assemble the runtime app: routes, OpenAI error handlers, and a lifespan that loads the engine."""
@@ -189,10 +200,6 @@ def build_app(settings: RuntimeSettings, engine: Engine | None = None, *, regist
         return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected error: %s", exc.__class__.__name__)
-        return JSONResponse(error_body(500, "Internal server error."), status_code=500)
 
     @app.get(HEALTH_PATH, include_in_schema=True)
     async def health() -> JSONResponse:
@@ -229,11 +236,11 @@ def build_app(settings: RuntimeSettings, engine: Engine | None = None, *, regist
     @app.post("/v1/chat/completions", openapi_extra=_body_spec(CHAT))
     async def chat_completions(raw_request: Request) -> Response:
         """OpenAI chat completions (JSON, or SSE when stream=true)."""
-        return await serve_generation(CHAT, raw_request)
+        return await _guarded(serve_generation(CHAT, raw_request))
 
     @app.post("/v1/completions", openapi_extra=_body_spec(COMPLETION))
     async def completions(raw_request: Request) -> Response:
         """OpenAI text completions (JSON, or SSE when stream=true)."""
-        return await serve_generation(COMPLETION, raw_request)
+        return await _guarded(serve_generation(COMPLETION, raw_request))
 
     return app

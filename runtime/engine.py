@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import Request
+
 from inferkube.runtime.settings import RuntimeSettings
 from inferkube.runtime.tinymodel import resolve_model
 
@@ -129,6 +130,21 @@ def vllm_cli_args(settings: RuntimeSettings, model_path: str) -> list[str]:
     return argv + list(settings.engine_args)
 
 
+def error_from_exception(exc: Exception) -> Any:
+    """vLLM's exception -> ErrorResponse mapping; a feature the model lacks (501) becomes a 400."""
+    from http import HTTPStatus
+
+    from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+
+    if isinstance(exc, NotImplementedError):
+        return create_error_response(str(exc) or "Not supported by this model.", "BadRequestError",
+                                     HTTPStatus.BAD_REQUEST)
+    err = create_error_response(exc)
+    if err.error.code >= 500:
+        log.error("serving failed: %s", type(exc).__name__)
+    return err
+
+
 class VLLMEngine:
     """vLLM's AsyncLLM plus vLLM's own OpenAI serving classes."""
 
@@ -191,11 +207,17 @@ class VLLMEngine:
 
     async def chat(self, request: Any, raw_request: Request) -> ServingResult:
         """vLLM's OpenAIServingChat."""
-        return await self._state.openai_serving_chat.create_chat_completion(request, raw_request)
+        try:
+            return await self._state.openai_serving_chat.create_chat_completion(request, raw_request)
+        except Exception as exc:  # noqa: BLE001 - mapped to an error object like vLLM's own server does
+            return error_from_exception(exc)
 
     async def completion(self, request: Any, raw_request: Request) -> ServingResult:
         """vLLM's OpenAIServingCompletion."""
-        return await self._state.openai_serving_completion.create_completion(request, raw_request)
+        try:
+            return await self._state.openai_serving_completion.create_completion(request, raw_request)
+        except Exception as exc:  # noqa: BLE001 - mapped to an error object like vLLM's own server does
+            return error_from_exception(exc)
 
     async def models(self) -> dict:
         """vLLM's model list."""

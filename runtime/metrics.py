@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
 from inferkube.api.contract import (
     METRIC_CLIENT_DISCONNECTS_TOTAL,
     METRIC_COMPLETION_TOKENS_TOTAL,
@@ -23,7 +25,6 @@ from inferkube.api.contract import (
     METRIC_TPOT_SECONDS,
     METRIC_TTFT_SECONDS,
 )
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 MAX_TENANT_LABELS = 100
 ANONYMOUS = "anonymous"

@@ -11,6 +11,7 @@ from collections.abc import Generator
 from types import FrameType
 
 import uvicorn
+
 from inferkube.runtime.app import RuntimeState, build_app
 from inferkube.runtime.settings import RuntimeSettings
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+
 from inferkube.runtime.engine import CURRENT_TRACKER, RequestTracker
 from inferkube.runtime.errors import ApiError, error_body, error_response
 from inferkube.runtime.validation import (
@@ -195,8 +196,8 @@ async def _admit_and_run(kind: str, request: Any, raw_request: Request, state: R
     except asyncio.CancelledError:
         admitted.finish("499", disconnected=True)
         raise
-    except Exception:
-        log.exception("engine call failed")
+    except Exception as exc:  # noqa: BLE001 - an engine failure must still answer with an error object
+        log.error("engine call failed: %s", type(exc).__name__)
         admitted.finish("500")
         return JSONResponse(error_body(500, "The engine failed to serve the request."), status_code=500)
     if tracker.client_gone:

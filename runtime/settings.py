@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from inferkube.api.contract import ENV_PREFIX, RUNTIME_PORT
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inferkube.api.contract import ENV_PREFIX, RUNTIME_PORT
 
 
 class RuntimeSettings(BaseSettings):

@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
 from inferkube.runtime.errors import ApiError
 from inferkube.runtime.settings import RuntimeSettings
-from pydantic import BaseModel, ValidationError
 
 PER_MESSAGE_OVERHEAD = 4  # role markers and separators a chat template adds per message
 
@@ -50,8 +51,9 @@ def parse_request(body: bytes, model_cls: type[BaseModel]) -> BaseModel:
         msg = first.get("msg", "invalid value")
         raise ApiError(400, f"Invalid value for '{param}': {msg}." if param else f"Invalid request: {msg}.",
                        param=param, code="invalid_value") from None
-    except (ValueError, TypeError) as exc:
-        raise ApiError(400, f"Invalid request: {exc}.", code="invalid_value") from None
+    except Exception as exc:  # noqa: BLE001 - vLLM's validators raise their own error types on bad input
+        param = getattr(exc, "parameter", None)
+        raise ApiError(400, f"Invalid request: {exc}", param=param, code="invalid_value") from None
 
 
 def check_model(request: Any, served_name: str) -> None:

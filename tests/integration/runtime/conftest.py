@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from inferkube.runtime.tinymodel import build_tiny_model
 
 SERVED_NAME = "tiny"
