@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from inferkube.api.spec import ApiModel
 from pydantic import Field
+
+from inferkube.api.spec import ApiModel
 
 ConditionType = Literal[
     "Ready", "ModelCached", "Available", "Progressing", "Degraded", "MonitoringReady", "AutoscalerReady"

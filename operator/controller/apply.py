@@ -14,8 +14,9 @@ from typing import Any
 
 import kubernetes
 import urllib3
-from inferkube.api import contract
 from kubernetes.client.rest import ApiException
+
+from inferkube.api import contract
 
 # kind -> (API path prefix, plural). The operator only writes these kinds.
 RESOURCES: dict[str, tuple[str, str]] = {
@@ -29,6 +30,20 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
     contract.KIND: (f"/apis/{contract.GROUP}/{contract.VERSION}", contract.PLURAL),
 }
+
+
+# What the operator watches (children carrying its managed-by label, and their pods): group, version, plural.
+WATCHED_RESOURCES = [
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("", "v1", "persistentvolumeclaims"),
+    ("batch", "v1", "jobs"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("", "v1", "pods"),
+    ("monitoring.coreos.com", "v1", "servicemonitors"),
+    ("keda.sh", "v1alpha1", "scaledobjects"),
+]
 
 
 class TransientApiError(Exception):

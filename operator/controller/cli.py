@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from inferkube.api import contract
 from inferkube.operator.builders import Observed, SpecError, render_children
 from inferkube.operator.builders.common import cache_key

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
+
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
 from inferkube.api.status import InferenceServiceStatus
-from pydantic import BaseModel
 
 CRD_FILENAME = f"{contract.GROUP}_{contract.PLURAL}.yaml"
 MAX_NAME_LENGTH = 45  # children add suffixes such as "-dl-0123abcd"; DNS labels stop at 63

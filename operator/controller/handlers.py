@@ -20,24 +20,14 @@ from typing import Any
 
 import kopf
 import kubernetes
+
 from inferkube.api import contract
-from inferkube.operator.apply import KubeWriter
+from inferkube.operator.apply import WATCHED_RESOURCES, KubeWriter
 from inferkube.operator.settings import load_settings
 from inferkube.operator.world import OPTIONAL_APIS, Reconciler, World
 
 log = logging.getLogger("inferkube.operator")
 MANAGED = {contract.LABEL_MANAGED_BY: contract.MANAGED_BY}
-CHILD_RESOURCES = [
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("", "v1", "persistentvolumeclaims"),
-    ("batch", "v1", "jobs"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("", "v1", "pods"),
-    ("monitoring.coreos.com", "v1", "servicemonitors"),
-    ("keda.sh", "v1alpha1", "scaledobjects"),
-]
 
 
 def _api_client() -> kubernetes.client.ApiClient:
@@ -98,7 +88,7 @@ def _child_handler(group: str, version: str, plural: str) -> None:
             memo.reconciler.schedule(key)
 
 
-for _group, _version, _plural in CHILD_RESOURCES:
+for _group, _version, _plural in WATCHED_RESOURCES:
     _child_handler(_group, _version, _plural)
 
 

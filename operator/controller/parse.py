@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from inferkube.api.spec import InferenceServiceSpec
 from inferkube.operator.builders.common import ServiceMeta, SpecError
-from pydantic import ValidationError
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "spec") -> str:

@@ -13,10 +13,11 @@ from typing import Any
 
 import celpy
 import jsonschema
+from pydantic import ValidationError
+
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
 from inferkube.operator.crd import build_crd
-from pydantic import ValidationError
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+
 from inferkube.api import contract
 from inferkube.operator.apply import KubeWriter, PermanentApiError, TransientApiError
 from inferkube.operator.builders import SpecError

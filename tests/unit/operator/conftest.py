@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from inferkube.operator.builders import Observed, render_children
 from inferkube.operator.builders.common import cache_key
 from inferkube.operator.parse import parse_service

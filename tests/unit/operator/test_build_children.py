@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
+
 from inferkube.api import contract
 from inferkube.operator.builders import Observed, SpecError, render_children
 from inferkube.operator.builders.common import cache_key
 from inferkube.operator.parse import parse_service
 from inferkube.operator.settings import OperatorSettings
-
 from tests.unit.operator.conftest import EXAMPLES, REPO, by_kind, load_example, render
 
 GOLDEN = Path(__file__).parent / "golden"

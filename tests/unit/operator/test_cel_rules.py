@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from inferkube.operator.validation import validate_object
 
 BASE: dict[str, Any] = {

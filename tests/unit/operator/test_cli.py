@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from inferkube.operator.crd import render_crd_yaml
 
+from inferkube.operator.crd import render_crd_yaml
 from tests.unit.operator.conftest import EXAMPLES, REPO
 
 

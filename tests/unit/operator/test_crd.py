@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from inferkube.operator.crd import CRD_FILENAME, build_crd, render_crd_yaml
 
 REPO = Path(__file__).resolve().parents[3]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from inferkube.operator.apply import WATCHED_RESOURCES
 from inferkube.operator.crd import render_kustomization_yaml
-from inferkube.operator.handlers import CHILD_RESOURCES
 from inferkube.operator.settings import OperatorSettings, load_settings
 from tests.schemas import NEWEST_K8S, OLDEST_K8S, validate_k8s
 
@@ -55,7 +55,7 @@ def _allowed(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]
 
 def test_rbac_allows_exactly_what_the_operator_does() -> None:
     rules = one("ClusterRole")["rules"]
-    for group, _version, plural in CHILD_RESOURCES:
+    for group, _version, plural in WATCHED_RESOURCES:
         verbs = _allowed(rules, group, plural)
         assert {"list", "watch"} <= verbs, plural
         if plural == "pods":
