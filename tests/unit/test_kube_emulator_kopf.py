@@ -7,7 +7,7 @@ import pathlib
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -68,8 +68,20 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+@pytest.fixture
+def fresh_kopf_registry() -> Iterator[None]:
+    """kopf's handler registry is process-global: run the throwaway operator in a fresh one, so handlers
+    other tests imported (inferkube's own) do not run here too."""
+    import kopf
+
+    previous = kopf.get_default_registry()
+    kopf.set_default_registry(kopf.OperatorRegistry())
+    yield
+    kopf.set_default_registry(previous)
+
+
 def test_kopf_operator_creates_updates_and_deletes_through_the_emulator(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, fresh_kopf_registry: None
 ) -> None:
     from kopf.testing import KopfRunner
 
