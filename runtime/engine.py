@@ -8,6 +8,7 @@ sampling parameters, stop, n, logprobs, response_format, tools, streaming usage)
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -166,14 +167,19 @@ class VLLMEngine:
         from vllm.utils.argparse_utils import FlexibleArgumentParser
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        model_path = resolve_model(self.settings.model)
-        parser = make_arg_parser(FlexibleArgumentParser(prog="inferkube-runtime"))
-        args = parser.parse_args(vllm_cli_args(self.settings, model_path))
-        engine_args = AsyncEngineArgs.from_cli_args(args)
-        vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
-        self._llm = AsyncLLM.from_vllm_config(
-            vllm_config=vllm_config, usage_context=UsageContext.OPENAI_API_SERVER,
-            enable_log_requests=False, disable_log_stats=engine_args.disable_log_stats)
+        def build() -> tuple[Any, Any]:
+            # Blocking (model build, engine process start-up): runs in a thread so /health answers meanwhile.
+            model_path = resolve_model(self.settings.model)
+            parser = make_arg_parser(FlexibleArgumentParser(prog="inferkube-runtime"))
+            args = parser.parse_args(vllm_cli_args(self.settings, model_path))
+            engine_args = AsyncEngineArgs.from_cli_args(args)
+            vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
+            llm = AsyncLLM.from_vllm_config(
+                vllm_config=vllm_config, usage_context=UsageContext.OPENAI_API_SERVER,
+                enable_log_requests=False, disable_log_stats=engine_args.disable_log_stats)
+            return args, llm
+
+        args, self._llm = await asyncio.to_thread(build)
         self._llm.generate = _wrap_generate(self._llm.generate)
         supported = await self._llm.get_supported_tasks()
         self._state = State()

@@ -43,6 +43,12 @@ def parse_request(body: bytes, model_cls: type[BaseModel]) -> BaseModel:
                        code="invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "Request body must be a JSON object.", code="invalid_json")
+    if "messages" in model_cls.model_fields:
+        # vLLM's before-validators iterate `messages` and raise TypeError on other shapes.
+        messages = data.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise ApiError(400, "'messages' must be a list of message objects.", param="messages",
+                           code="invalid_value")
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:
@@ -66,8 +72,9 @@ def check_model(request: Any, served_name: str) -> None:
 
 def requested_max_tokens(request: Any) -> int | None:
     """max_completion_tokens (chat) or max_tokens, whichever the client set."""
-    value = getattr(request, "max_completion_tokens", None)
-    return value if value is not None else getattr(request, "max_tokens", None)
+    fields = vars(request)  # plain reads: vLLM marks max_tokens deprecated and warns on attribute access
+    value = fields.get("max_completion_tokens")
+    return value if value is not None else fields.get("max_tokens")
 
 
 def check_caps(request: Any, settings: RuntimeSettings) -> None:
@@ -77,7 +84,7 @@ def check_caps(request: Any, settings: RuntimeSettings) -> None:
         raise ApiError(400, f"'n' is {n}; this server allows at most {settings.max_n}.", param="n",
                        code="invalid_value")
     max_tokens = requested_max_tokens(request)
-    param = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) else "max_tokens"
+    param = "max_completion_tokens" if vars(request).get("max_completion_tokens") else "max_tokens"
     if max_tokens is not None and max_tokens > settings.max_tokens_cap:
         raise ApiError(400, f"'{param}' is {max_tokens}; this server allows at most "
                        f"{settings.max_tokens_cap}.",

@@ -82,8 +82,9 @@ class RuntimeServer:
 
 
 def start_runtime_server(model_dir: Path, extra_args: list[str], *, log_path: Path,
-                         env: dict[str, str] | None = None, ready_timeout: float = 300) -> RuntimeServer:
-    """Start the runtime on a free 127.0.0.1 port with `extra_args` and wait until /ready answers 200."""
+                         env: dict[str, str] | None = None, ready_timeout: float = 300,
+                         wait_ready: bool = True) -> RuntimeServer:
+    """Start the runtime on a free 127.0.0.1 port with `extra_args`; wait until /ready answers 200."""
     port = free_port()
     cmd = [sys.executable, "-m", "inferkube.runtime.cli", "serve", "--model", str(model_dir),
            "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port), *extra_args]
@@ -91,13 +92,22 @@ def start_runtime_server(model_dir: Path, extra_args: list[str], *, log_path: Pa
     log = open(log_path, "wb")  # noqa: SIM115 - the child keeps writing to it
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     server = RuntimeServer(proc, port, log_path)
+    if not wait_ready:
+        return server
+    wait_until_ready(server, ready_timeout)
+    return server
+
+
+def wait_until_ready(server: RuntimeServer, ready_timeout: float = 300) -> None:
+    """Poll /ready until 200 (raise with the log tail if the server exits or the time runs out)."""
+    proc = server.proc
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"runtime exited with {proc.returncode}:\n{server.log_text()[-4000:]}")
         try:
             if httpx.get(server.base_url + "/ready", timeout=2).status_code == 200:
-                return server
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)

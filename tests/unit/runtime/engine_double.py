@@ -1,0 +1,91 @@
+"""A small in-process engine double for fast unit tests of the HTTP layer (no vLLM engine)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator
+from types import SimpleNamespace
+from typing import Any
+
+from inferkube.runtime.engine import CURRENT_TRACKER
+
+
+class _Result:
+    def __init__(self, body: dict) -> None:
+        self.body = body
+
+    def model_dump(self) -> dict:
+        return self.body
+
+
+class EngineDouble:
+    """Answers every request with `tokens` fake tokens after `delay` seconds; counts calls."""
+
+    def __init__(self, model_name: str = "tiny", max_model_len: int = 256, tokens: int = 3,
+                 delay: float = 0.0, start_delay: float = 0.0, fail_start: bool = False) -> None:
+        self.model_name = model_name
+        self.max_model_len = max_model_len
+        self.tokens = tokens
+        self.delay = delay
+        self.start_delay = start_delay
+        self.fail_start = fail_start
+        self.calls = 0
+        self.cancelled = 0
+        self.started = asyncio.Event()
+        self.stopped = False
+
+    async def start(self) -> None:
+        await asyncio.sleep(self.start_delay)
+        if self.fail_start:
+            raise RuntimeError("no such model")
+        self.started.set()
+
+    async def warmup(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def is_healthy(self) -> bool:
+        return True
+
+    async def models(self) -> dict:
+        return {"object": "list", "data": [{"id": self.model_name, "object": "model"}]}
+
+    def _record(self, prompt_tokens: int, n_new: int, finished: bool) -> None:
+        tracker = CURRENT_TRACKER.get()
+        if tracker is not None:
+            out = SimpleNamespace(prompt_token_ids=list(range(prompt_tokens)), finished=finished,
+                                  outputs=[SimpleNamespace(index=0, token_ids=[1] * n_new)])
+            tracker.record_output(out, delta=True)
+
+    async def _serve(self, request: Any, kind: str) -> Any:
+        self.calls += 1
+        try:
+            await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if getattr(request, "stream", False):
+            return self._stream(kind)
+        self._record(2, self.tokens, True)
+        return _Result({"id": "x", "object": kind, "model": self.model_name,
+                        "choices": [{"index": 0, "text": "tok " * self.tokens}],
+                        "usage": {"prompt_tokens": 2, "completion_tokens": self.tokens}})
+
+    async def _stream(self, kind: str) -> AsyncGenerator[str, None]:
+        for i in range(self.tokens):
+            self._record(2, 1, i == self.tokens - 1)
+            yield "data: " + json.dumps({"object": kind, "choices": [{"index": 0, "text": "tok"}]}) + "\n\n"
+            await asyncio.sleep(0)
+        yield "data: [DONE]\n\n"
+
+    async def chat(self, request: Any, raw_request: Any) -> Any:
+        return await self._serve(request, "chat.completion")
+
+    async def completion(self, request: Any, raw_request: Any) -> Any:
+        return await self._serve(request, "text_completion")

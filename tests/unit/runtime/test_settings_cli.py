@@ -1,0 +1,83 @@
+"""`inferkube-runtime serve` flags and INFERKUBE_* variables -> one RuntimeSettings; vLLM argument mapping."""
+
+from __future__ import annotations
+
+import pytest
+
+from inferkube.runtime.cli import main, parse_serve_args
+from inferkube.runtime.engine import vllm_cli_args
+from inferkube.runtime.settings import RuntimeSettings
+
+
+def test_contract_flags_are_parsed() -> None:
+    values = parse_serve_args([
+        "--model", "/models/llama", "--served-model-name", "llama", "--host", "127.0.0.1", "--port", "9000",
+        "--dtype", "bfloat16", "--max-model-len", "4096", "--tensor-parallel-size", "2",
+        "--tenants-file", "/etc/inferkube/tenants/tenants.yaml", "--rate-limit-fail-closed",
+        "--max-in-flight", "8", "--max-queued", "0", "--drain-timeout", "30", "--enable-prefix-caching",
+    ])
+    s = RuntimeSettings(**values)
+    assert (s.model, s.model_name, s.host, s.port) == ("/models/llama", "llama", "127.0.0.1", 9000)
+    assert (s.dtype, s.max_model_len, s.tensor_parallel_size) == ("bfloat16", 4096, 2)
+    assert str(s.tenants_file) == "/etc/inferkube/tenants/tenants.yaml"
+    assert s.rate_limit_fail_open is False
+    assert (s.max_in_flight, s.max_queued, s.drain_timeout) == (8, 0, 30.0)
+    assert s.enable_prefix_caching is True
+    assert s.engine_args == []
+
+
+def test_arguments_after_double_dash_go_to_vllm() -> None:
+    values = parse_serve_args(["--model", "m", "--", "--enforce-eager", "--max-num-batched-tokens", "512"])
+    s = RuntimeSettings(**values)
+    assert s.engine_args == ["--enforce-eager", "--max-num-batched-tokens", "512"]
+    argv = vllm_cli_args(s, "/resolved/m")
+    assert argv[:2] == ["--model", "/resolved/m"]
+    assert argv[-3:] == ["--enforce-eager", "--max-num-batched-tokens", "512"]
+
+
+def test_environment_fills_unset_flags_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERKUBE_MODEL", "from-env")
+    monkeypatch.setenv("INFERKUBE_PORT", "7000")
+    monkeypatch.setenv("INFERKUBE_RATE_LIMIT_BACKEND", "redis")
+    monkeypatch.setenv("INFERKUBE_ENGINE_ARGS", '["--enforce-eager"]')
+    s = RuntimeSettings(**parse_serve_args(["--port", "8001"]))
+    assert (s.model, s.port, s.rate_limit_backend, s.engine_args) == ("from-env", 8001, "redis", ["--enforce-eager"])
+
+
+def test_defaults() -> None:
+    s = RuntimeSettings()
+    assert (s.port, s.drain_timeout, s.rate_limit_backend, s.rate_limit_fail_open) == (8000, 120.0, "memory", True)
+    assert s.model_name == s.model
+
+
+def test_optional_engine_settings_map_to_vllm_flags() -> None:
+    s = RuntimeSettings(model="m", gpu_memory_utilization=0.8, enable_prefix_caching=False, max_num_seqs=64,
+                        max_model_len=1024)
+    argv = vllm_cli_args(s, "m")
+    for flag in (["--gpu-memory-utilization", "0.8"], ["--max-num-seqs", "64"], ["--max-model-len", "1024"]):
+        i = argv.index(flag[0])
+        assert argv[i:i + 2] == flag
+    assert "--no-enable-prefix-caching" in argv
+
+
+def test_invalid_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--model", "m", "--max-in-flight", "0"]) == 2
+    assert "max_in_flight" in capsys.readouterr().err
+
+
+def test_unknown_command_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    assert main(["--help"]) == 0
+    assert "serve" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--no-such-flag"])
+    assert exc.value.code == 2
+
+
+def test_download_delegates_to_the_downloader(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inferkube.runtime.download.cli as download_cli
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(download_cli, "main", lambda argv: seen.append(argv) or 0)
+    assert main(["download", "--source", "x"]) == 0
+    assert seen == [["--source", "x"]]
