@@ -55,6 +55,18 @@ def service(name: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- emulator process
 
+_LABELS = {"app": "warmup"}
+WARMUP = [  # one object of every kind the benchmark writes, created and deleted before the operator starts
+    {**service("warmup")},
+    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "warmup", "namespace": "default"},
+     "spec": {"selector": _LABELS, "ports": [{"port": 80, "targetPort": 8000}]}},
+    {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "warmup", "namespace": "default"},
+     "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _LABELS}}},
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "warmup", "namespace": "default"},
+     "spec": {"replicas": 1, "selector": {"matchLabels": _LABELS}, "template": {
+         "metadata": {"labels": _LABELS}, "spec": {"containers": [{"name": "c", "image": "registry.local/x:1"}]}}}},
+]
+
 
 def _status_written(obj: dict[str, Any] | None) -> bool:
     """status.phase present and observedGeneration == generation."""
@@ -88,7 +100,6 @@ def _write_kind(verb: str, path: str) -> str:
 def emulator_main(conn: Connection) -> None:
     """Serve the emulator in this process and answer the driver's commands on `conn` until "stop"."""
     from inferkube.operator.crd import build_crd
-
     from tests.kube_emulator import KubeEmulator
     from tests.kube_emulator.store import ApiError
 
@@ -96,6 +107,9 @@ def emulator_main(conn: Connection) -> None:
     kube = KubeEmulator(namespaces=("default", NS)).start()
     kube.create(build_crd())
     res = {kind: kube.resource(kind) for kind in ("InferenceService", *CHILDREN)}
+    for body in WARMUP:  # compile the emulator's per-kind schemas/CEL now, not during the first measurement
+        kube.create(body)
+        kube.delete(body["kind"], body["metadata"].get("namespace"), body["metadata"]["name"])
     kubeconfig = kube.kubeconfig()
     conn.send({"kubeconfig": kubeconfig, "pid": os.getpid()})
 
@@ -166,17 +180,26 @@ def emulator_main(conn: Connection) -> None:
                        "events": len(kube.writes) - len(writes),
                        "requests": kube.requests,
                        "validation_errors": len(kube.validation_errors)})
+        elif cmd == "create_one_at_a_time":
+            names, timeout = arg
+            latencies: dict[str, float] = {}
+            for name in names:
+                started = {name: time.monotonic()}
+                kube.create(service(name))
+                latencies.update(track([name], started, "converged", timeout))
+                time.sleep(0.2)  # let the follow-up status write land before the next one
+            conn.send({"latency": latencies})
         elif cmd in ("create_and_track", "deployments_available_and_track"):
             names, timeout = arg
-            t0 = time.monotonic()
             if cmd == "create_and_track":
                 started, thread = start_all(names, lambda name: kube.create(service(name)))
             else:
                 started, thread = start_all(names, lambda name: kube.mark_deployment_available(NS, name))
             seen = track(names, started, "converged" if cmd == "create_and_track" else "ready", timeout)
             thread.join(timeout=60)
-            conn.send({"latency": seen, "wall": time.monotonic() - t0,
-                       "burst_seconds": max(started.values()) - min(started.values())})
+            first = min(started.values())
+            conn.send({"latency": seen, "burst_seconds": max(started.values()) - first,
+                       "all_done_s": max(started[n] + seen[n] for n in seen) - first if seen else None})
         else:
             conn.send(ValueError(f"unknown command {cmd}"))
 
@@ -228,7 +251,8 @@ def ask(conn: Connection, cmd: str, arg: Any = None, timeout: float = 600) -> An
     return answer
 
 
-def run_size(count: int, idle_seconds: float, converge_timeout: float, log_dir: Path) -> dict[str, Any]:
+def run_size(count: int, idle_seconds: float, converge_timeout: float, log_dir: Path, one_by_one: int = 20,
+             profile: Path | None = None) -> dict[str, Any]:
     """One fresh emulator + operator pair; create `count` services and measure."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -251,12 +275,23 @@ def run_size(count: int, idle_seconds: float, converge_timeout: float, log_dir: 
             time.sleep(0.1)
         time.sleep(0.5)
         rss_idle_kb = _proc_status(operator.pid)["VmRSS"]
-        cpu0 = _cpu_seconds(operator.pid)
+        cpu0, emu0 = _cpu_seconds(operator.pid), _cpu_seconds(hello["pid"])
         ask(parent, "reset")
         names = [f"svc-{i:04d}" for i in range(count)]
+        spy = None
+        if profile is not None:
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(operator.pid),
+                                    "--rate", "200", "--format", {".json": "speedscope", ".txt": "raw"}.get(profile.suffix, "flamegraph"),
+                                    "--output", str(profile)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
         created = ask(parent, "create_and_track", (names, converge_timeout), timeout=converge_timeout + 120)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
         writes_converge = ask(parent, "writes")
         cpu_converge = _cpu_seconds(operator.pid) - cpu0
+        emu_converge = _cpu_seconds(hello["pid"]) - emu0
         ask(parent, "reset")
         ready = ask(parent, "deployments_available_and_track", (names, converge_timeout),
                     timeout=converge_timeout + 120)
@@ -267,19 +302,23 @@ def run_size(count: int, idle_seconds: float, converge_timeout: float, log_dir: 
         time.sleep(idle_seconds)
         writes_idle = ask(parent, "writes")
         cpu_idle = _cpu_seconds(operator.pid) - cpu1
+        extra = [f"one-{i:03d}" for i in range(one_by_one)]
+        sequential = ask(parent, "create_one_at_a_time", (extra, 30.0), timeout=30.0 * len(extra) + 60)
         mem = _proc_status(operator.pid)
         latencies = created["latency"]
         return {
             "count": count,
             "converge": {**_summary(latencies, count),
-                         "all_converged_s": round(max(latencies.values()), 2) if len(latencies) == count else None,
+                         "all_converged_s": round(created["all_done_s"], 2) if len(latencies) == count else None,
                          "create_burst_s": round(created["burst_seconds"], 3)},
+            "one_at_a_time": {**_summary(sequential["latency"], one_by_one), "with_existing": count},
             "writes_converge": writes_converge,
             "writes_per_service_converge": round(writes_converge["total"] / count, 2),
             "operator_cpu_s_converge": round(cpu_converge, 2),
+            "emulator_cpu_s_converge": round(emu_converge, 2),
             "ready": {**_summary(ready["latency"], count),
-                      "all_ready_s": round(max(ready["latency"].values()), 2) if len(ready["latency"]) == count
-                      else None},
+                      "all_ready_s": round(ready["all_done_s"], 2) if len(ready["latency"]) == count else None,
+                      "mark_burst_s": round(ready["burst_seconds"], 3)},
             "writes_ready": writes_ready,
             "idle_seconds": idle_seconds,
             "writes_idle": writes_idle,
@@ -310,10 +349,13 @@ def run_size(count: int, idle_seconds: float, converge_timeout: float, log_dir: 
 def print_table(results: list[dict[str, Any]]) -> None:
     """A human-readable summary of every size."""
     rows = [
-        ("reconcile latency p50 (create -> children + status)", lambda r: f"{r['converge'].get('p50_ms')} ms"),
+        ("reconcile latency p50 (all N created at once)", lambda r: f"{r['converge'].get('p50_ms')} ms"),
         ("reconcile latency p95", lambda r: f"{r['converge'].get('p95_ms')} ms"),
         ("reconcile latency max", lambda r: f"{r['converge'].get('max_ms')} ms"),
-        ("all converged after", lambda r: f"{r['converge']['all_converged_s']} s"),
+        ("latency p50, then one at a time (N already converged)", lambda r: f"{r['one_at_a_time'].get('p50_ms')} ms"),
+        ("latency p95, then one at a time", lambda r: f"{r['one_at_a_time'].get('p95_ms')} ms"),
+        ("first create -> all N converged", lambda r: f"{r['converge']['all_converged_s']} s"),
+        ("  of which creating them (emulator, test hook)", lambda r: f"{r['converge']['create_burst_s']} s"),
         ("API writes per service (create -> converged)", lambda r: str(r["writes_per_service_converge"])),
         ("API writes per service (Deployment Available -> Ready)",
          lambda r: str(round(r["writes_ready"]["total"] / r["count"], 2))),
@@ -321,6 +363,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         ("writes during idle window", lambda r: f"{r['writes_idle']['total']} in {r['idle_seconds']:.0f} s"),
         ("operator CPU during idle window", lambda r: f"{r['operator_cpu_s_idle']} s"),
         ("operator CPU create -> converged", lambda r: f"{r['operator_cpu_s_converge']} s"),
+        ("emulator CPU create -> converged", lambda r: f"{r['emulator_cpu_s_converge']} s"),
         ("operator peak RSS (VmHWM)", lambda r: f"{r['operator_rss_mb']['peak']} MB"),
         ("validation errors (422)", lambda r: str(r["writes_idle"]["validation_errors"])),
     ]
@@ -337,17 +380,25 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=500, help="InferenceServices in the large run (default 500)")
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="idle window after convergence")
     parser.add_argument("--timeout", type=float, default=180.0, help="max seconds to wait for convergence")
+    parser.add_argument("--one-by-one", type=int, default=20,
+                        help="then create this many more, one at a time, each after the previous converged")
+    parser.add_argument("--profile", type=Path, help="py-spy the operator while the large batch converges "
+                        "(.svg flame graph, .json speedscope, .txt collapsed stacks)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="operator-bench-"))
+    load_before = os.getloadavg()
     results = []
     for count in sorted({1, args.count}):
         print(f"running N={count} ...", flush=True)
-        results.append(run_size(count, args.idle_seconds, args.timeout, log_dir))
+        profile = args.profile if args.profile and count == max(1, args.count) else None
+        results.append(run_size(count, args.idle_seconds, args.timeout, log_dir, args.one_by_one, profile))
     print_table(results)
+    print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (other work on this machine)")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     payload = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(),
                "command": " ".join([Path(sys.executable).name, *sys.argv]), "poll_interval_s": POLL,
+               "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                "results": results}
     args.output.write_text(json.dumps(payload, indent=2))
     print(f"wrote {args.output}")
