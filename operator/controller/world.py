@@ -63,10 +63,14 @@ class World:
         if not owner:
             return None
         key = (meta.get("namespace", "default"), owner)
-        kind_map = self.children[key][body["kind"]]
         if event_type == "DELETED":
-            kind_map.pop(meta["name"], None)
+            kinds = self.children.get(key)
+            if kinds is not None:
+                kinds.get(body["kind"], {}).pop(meta["name"], None)
+                if not any(kinds.values()):
+                    del self.children[key]
         else:
+            kind_map = self.children[key][body["kind"]]
             current = kind_map.get(meta["name"])
             if current is not None and _rv(body) and _rv(body) < _rv(current):
                 return None
