@@ -156,6 +156,7 @@ class VLLMEngine:
         self._llm: Any = None
         self._state: Any = None
         self._tokenizer: Any = None
+        self._stopping = False
 
     async def start(self) -> None:
         """Build the engine from our settings (and extra args) with vLLM's own argument parser."""
@@ -177,6 +178,9 @@ class VLLMEngine:
             llm = AsyncLLM.from_vllm_config(
                 vllm_config=vllm_config, usage_context=UsageContext.OPENAI_API_SERVER,
                 enable_log_requests=False, disable_log_stats=engine_args.disable_log_stats)
+            if self._stopping:  # shut down while loading: do not leave an engine process behind
+                llm.shutdown()
+                raise RuntimeError("engine start abandoned: server is shutting down")
             return args, llm
 
         args, self._llm = await asyncio.to_thread(build)
@@ -198,7 +202,8 @@ class VLLMEngine:
             raise RuntimeError(f"warm-up failed: {result.error.message}")
 
     async def stop(self) -> None:
-        """Shut the engine down."""
+        """Shut the engine down (an engine still being built shuts itself down when done)."""
+        self._stopping = True
         if self._llm is not None:
             self._llm.shutdown()
             self._llm = None

@@ -8,6 +8,7 @@ Reusable by other test packages:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from inferkube.runtime.tinymodel import build_tiny_model
@@ -76,8 +78,13 @@ class RuntimeServer:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                # Hung: kill it and the engine processes it started (by PID), so none are left behind.
+                children = psutil.Process(self.proc.pid).children(recursive=True)
                 self.proc.kill()
                 self.proc.wait(30)
+                for child in children:
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
         return int(self.proc.returncode)
 
 
@@ -111,7 +118,7 @@ def wait_until_ready(server: RuntimeServer, ready_timeout: float = 300) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    server.stop(signal.SIGKILL)
+    server.stop(timeout=30)
     raise RuntimeError(f"runtime not ready within {ready_timeout}s:\n{server.log_text()[-4000:]}")
 
 

@@ -66,4 +66,4 @@ def test_ready_tells_the_truth_and_sigterm_drains(tiny_model_dir: Path, tmp_path
         assert sum(1 for line in lines if '"text"' in line) >= 400 - 5  # the whole stream arrived
         assert server.proc.wait(60) == 0
     finally:
-        server.stop(signal.SIGKILL)
+        server.stop()
