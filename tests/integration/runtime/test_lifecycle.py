@@ -1,0 +1,160 @@
+"""Two real replicas sharing one Redis budget: truthful readiness at start-up, a shared per-tenant limit,
+fail-open (and counted) when Redis goes away, and a SIGTERM drain. The replicas exit during the module."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.integration.runtime.conftest import (
+    SERVED_NAME,
+    RuntimeServer,
+    free_port,
+    start_runtime_server,
+    wait_until_ready,
+)
+
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.skipif(shutil.which("redis-server") is None,
+                       reason="redis-server is not installed (apt-get install -y redis-server)"),
+]
+SHARED_KEY = "sk-shared-3rpm"
+TENANTS = f"tenants:\n  - name: shared\n    key: {SHARED_KEY}\n    requestsPerMinute: 3\n"
+HEADERS = {"Authorization": f"Bearer {SHARED_KEY}"}
+BODY = {"model": SERVED_NAME, "prompt": "x", "max_tokens": 2}
+
+
+@dataclass
+class Replicas:
+    a: RuntimeServer
+    b: RuntimeServer
+    redis_proc: subprocess.Popen
+    startup: dict[str, object]
+
+
+def _start_redis(port: int, workdir: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
+def _observe_startup(server: RuntimeServer, timeout: float = 240) -> dict[str, object]:
+    """While the engine loads: /health 200, /ready 503, the API 503 model_loading."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            health = httpx.get(server.base_url + "/health", timeout=2)
+            ready = httpx.get(server.base_url + "/ready", timeout=2)
+        except httpx.HTTPError:
+            time.sleep(0.2)
+            continue
+        if ready.status_code == 200:
+            return {"seen_loading": False}
+        if health.status_code == 200 and ready.status_code == 503:
+            r = httpx.post(server.base_url + "/v1/completions", json=BODY, headers=HEADERS, timeout=5)
+            return {"seen_loading": True, "api_status": r.status_code, "api_code": r.json()["error"]["code"],
+                    "retry_after": r.headers.get("retry-after")}
+    raise AssertionError("server neither loading nor ready")
+
+
+@pytest.fixture(scope="module")
+def replicas(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    work = tmp_path_factory.mktemp("replicas")
+    redis_port = free_port()
+    redis_proc = _start_redis(redis_port, work)
+    tenants = work / "tenants.yaml"
+    tenants.write_text(TENANTS)
+    flags = ["--tenants-file", str(tenants), "--rate-limit-backend", "redis",
+             "--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--rate-limit-fail-open",
+             "--drain-timeout", "60", "--", "--enforce-eager"]
+    a = start_runtime_server(tiny_model_dir, flags, log_path=work / "a.log", wait_ready=False)
+    b = start_runtime_server(tiny_model_dir, flags, log_path=work / "b.log", wait_ready=False)
+    try:
+        startup = _observe_startup(a)
+        wait_until_ready(a)
+        wait_until_ready(b)
+        yield Replicas(a, b, redis_proc, startup)
+    finally:
+        a.stop()
+        b.stop()
+        if redis_proc.poll() is None:
+            redis_proc.terminate()
+            redis_proc.wait(10)
+
+
+def test_ready_is_503_while_loading_and_health_answers(replicas: Replicas) -> None:
+    s = replicas.startup
+    assert s["seen_loading"], "never observed the loading phase"
+    assert (s["api_status"], s["api_code"]) == (503, "model_loading")
+    assert s["retry_after"]
+
+
+def test_two_replicas_share_one_redis_budget(replicas: Replicas) -> None:
+    statuses = [httpx.post(server.base_url + "/v1/completions", json=BODY, headers=HEADERS, timeout=60).status_code
+                for server in (replicas.a, replicas.b, replicas.a)]
+    assert statuses == [200, 200, 200]
+    for server in (replicas.b, replicas.a):
+        r = httpx.post(server.base_url + "/v1/completions", json=BODY, headers=HEADERS, timeout=60)
+        assert r.status_code == 429
+        assert r.headers["x-ratelimit-limit-requests"] == "3"
+        assert int(r.headers["retry-after"]) >= 1
+
+
+def test_redis_outage_fails_open_and_is_counted(replicas: Replicas) -> None:
+    before = replicas.b.metric("inferkube_ratelimit_backend_errors_total")
+    replicas.redis_proc.terminate()
+    replicas.redis_proc.wait(10)
+    r = httpx.post(replicas.b.base_url + "/v1/completions", json=BODY, headers=HEADERS, timeout=60)
+    assert r.status_code == 200, r.text  # the tenant's budget was spent, but the backend is gone: fail open
+    assert replicas.b.metric("inferkube_ratelimit_backend_errors_total") > before
+
+
+def test_sigterm_drains_in_flight_stream_then_exits_0(replicas: Replicas) -> None:
+    server = replicas.a
+    lines: list[str] = []
+    first_chunk = threading.Event()
+
+    def stream() -> None:
+        with httpx.stream("POST", server.base_url + "/v1/completions", headers=HEADERS, timeout=120, json={
+                **BODY, "max_tokens": 400, "ignore_eos": True, "stream": True}) as r:
+            for line in r.iter_lines():
+                if line:
+                    lines.append(line)
+                    first_chunk.set()
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    assert first_chunk.wait(60)
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert httpx.get(server.base_url + "/ready").status_code == 503
+    assert httpx.get(server.base_url + "/health").status_code == 200
+    refused = httpx.post(server.base_url + "/v1/completions", json=BODY, headers=HEADERS)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "server_draining"
+    assert "retry-after" in refused.headers
+    reader.join(120)
+    assert lines[-1] == "data: [DONE]"
+    assert sum(1 for line in lines if '"text"' in line) >= 395  # the whole stream arrived
+    assert server.proc.wait(60) == 0
