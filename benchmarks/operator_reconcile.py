@@ -179,6 +179,7 @@ def emulator_main(conn: Connection) -> None:
             conn.send({"total": len(writes), "by_kind": dict(Counter(_write_kind(w.verb, w.path) for w in writes)),
                        "events": len(kube.writes) - len(writes),
                        "requests": kube.requests,
+                       "last_requests": kube.request_log[-min(kube.requests, 20):] if kube.requests else [],
                        "validation_errors": len(kube.validation_errors)})
         elif cmd == "create_one_at_a_time":
             names, timeout = arg
