@@ -1,0 +1,60 @@
+"""A client that goes away cancels the engine call and frees its admission slot (engine double, raw ASGI)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from inferkube.runtime.app import READY, build_app
+from inferkube.runtime.serving import COMPLETION, request_model
+from inferkube.runtime.settings import RuntimeSettings
+from inferkube.runtime.tenancy import TenantRegistry
+from tests.unit.runtime.engine_double import EngineDouble
+
+request_model(COMPLETION)  # import vLLM's request models up front (slow the first time)
+
+
+async def _call_then_disconnect(app, body: dict, after: float) -> list[dict]:
+    raw = json.dumps(body).encode()
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": raw, "more_body": False}]
+
+    async def receive() -> dict:
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(after)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/completions", "raw_path": b"/v1/completions",
+             "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_non_streaming_disconnect_cancels_the_engine_call() -> None:
+    engine = EngineDouble(delay=30)
+    app = build_app(RuntimeSettings(model="m", served_model_name="tiny"), engine, registry=TenantRegistry.empty())
+    state = app.state.runtime
+    state.phase = READY
+    before = state.metrics.disconnects.labels("tiny")._value.get()
+    await asyncio.wait_for(_call_then_disconnect(app, {"model": "tiny", "prompt": "x"}, after=0.1), 5)
+    assert engine.calls == 1 and engine.cancelled == 1
+    assert state.admission.in_flight == 0
+    assert state.metrics.disconnects.labels("tiny")._value.get() == before + 1
+
+
+async def test_streaming_disconnect_frees_the_slot() -> None:
+    engine = EngineDouble(delay=0, tokens=10_000)
+    app = build_app(RuntimeSettings(model="m", served_model_name="tiny"), engine, registry=TenantRegistry.empty())
+    state = app.state.runtime
+    state.phase = READY
+    sent = await asyncio.wait_for(
+        _call_then_disconnect(app, {"model": "tiny", "prompt": "x", "stream": True}, after=0.05), 5)
+    assert sent[0]["status"] == 200
+    assert sent[-1].get("more_body", True) is not False or len(sent) < 10_002  # cut short, not all tokens
+    assert state.admission.in_flight == 0

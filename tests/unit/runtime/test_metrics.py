@@ -1,0 +1,58 @@
+"""Runtime metrics: bounded tenant labels, gauges read at scrape time, vLLM's KV-cache gauge mirrored."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from inferkube.api import contract
+from inferkube.runtime.metrics import MAX_TENANT_LABELS, RuntimeMetrics
+
+
+def _value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def test_contract_names_are_exported() -> None:
+    registry = CollectorRegistry()
+    m = RuntimeMetrics(registry)
+    m.requests.labels("tiny", "a", "200").inc()
+    m.rejections.labels("tiny", "auth").inc()
+    m.bind_gauges("tiny", lambda: 0, lambda: 0)
+    text = generate_latest(registry).decode()
+    for name in (contract.METRIC_REQUESTS_TOTAL, contract.METRIC_REJECTIONS_TOTAL, contract.METRIC_QUEUE_DEPTH,
+                 contract.METRIC_KV_CACHE_USAGE, contract.METRIC_REQUESTS_IN_FLIGHT):
+        assert name in text, name
+
+
+def test_tenant_labels_are_bounded() -> None:
+    m = RuntimeMetrics(CollectorRegistry())
+    labels = {m.tenant_label(f"t{i}") for i in range(MAX_TENANT_LABELS + 50)}
+    assert len(labels) == MAX_TENANT_LABELS + 1 and "other" in labels
+    assert m.tenant_label(None) == "anonymous"
+    assert m.tenant_label("t0") == "t0"
+
+
+def test_queue_depth_adds_engine_waiting_and_kv_mirrors_vllm() -> None:
+    registry = CollectorRegistry()
+    m = RuntimeMetrics(registry)
+    waiting = Gauge("vllm:num_requests_waiting", "engine queue", ["engine"], registry=registry)
+    kv = Gauge("vllm:kv_cache_usage_perc", "kv", ["engine"], registry=registry)
+    queued = [2]
+    m.bind_gauges("tiny", lambda: queued[0], lambda: 5)
+    waiting.labels("0").set(3)
+    kv.labels("0").set(0.25)
+    assert _value(registry, contract.METRIC_QUEUE_DEPTH, model="tiny") == 5
+    assert _value(registry, contract.METRIC_KV_CACHE_USAGE, model="tiny") == 0.25
+    assert _value(registry, contract.METRIC_REQUESTS_IN_FLIGHT, model="tiny") == 5
+    queued[0] = 0
+    waiting.labels("0").set(0)
+    assert _value(registry, contract.METRIC_QUEUE_DEPTH, model="tiny") == 0
+
+
+def test_backend_errors_follow_the_limiter_total() -> None:
+    registry = CollectorRegistry()
+    m = RuntimeMetrics(registry)
+    m.sync_backend_errors(3)
+    m.sync_backend_errors(3)
+    m.sync_backend_errors(5)
+    assert _value(registry, contract.METRIC_RATELIMIT_BACKEND_ERRORS_TOTAL) == 5
