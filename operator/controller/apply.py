@@ -74,10 +74,8 @@ class OwnerRef:
 
 
 def adopt(body: dict[str, Any], owner: OwnerRef) -> dict[str, Any]:
-    """A copy of body with the InferenceService as its controller owner."""
-    adopted = json.loads(json.dumps(body))
-    adopted["metadata"]["ownerReferences"] = [owner.as_dict()]
-    return adopted
+    """body with the InferenceService as its controller owner (a new top level; nested parts shared)."""
+    return {**body, "metadata": {**body["metadata"], "ownerReferences": [owner.as_dict()]}}
 
 
 def object_path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:

@@ -30,11 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.settings:
         os.environ["INFERKUBE_OPERATOR_CONFIG"] = args.settings
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import inferkube.operator.handlers  # noqa: F401  (registers the handlers)
 
-    kopf.configure(verbose=args.verbose)
+    kopf.configure(verbose=args.verbose)  # kopf installs the log handler; no second basicConfig
+    if not args.verbose:
+        # kopf logs "Handler ... succeeded" for every watch event; problems still show as warnings
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(
         kopf.operator(
             standalone=True,

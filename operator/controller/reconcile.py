@@ -95,7 +95,10 @@ async def reconcile(
         if child.create_only:
             await writer.create_if_absent(desired)
         else:
-            remember(await writer.apply(desired))
+            written = await writer.apply(desired)
+            remember(written)
+            if written.get("metadata"):
+                children.put(written)  # status below sees what we just wrote: one status write, not two
         outcome.applied.append(f"{child.kind}/{child.name}")
     report = None
     if common.uses_cache(spec):

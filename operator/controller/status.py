@@ -33,6 +33,12 @@ class Children:
         """The live child of a kind and name, if any."""
         return next((o for o in self.all(kind) if o["metadata"]["name"] == name), None)
 
+    def put(self, obj: dict[str, Any]) -> None:
+        """Record a child as written (the API server's response), replacing the older copy."""
+        name = obj["metadata"]["name"]
+        items = [o for o in self.all(obj["kind"]) if o["metadata"]["name"] != name]
+        self.by_kind[obj["kind"]] = [*items, obj]
+
 
 def _condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any] | None:
     """A condition of a child's status by type."""
