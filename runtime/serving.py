@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("inferkube.runtime.serving")
 
 CHAT = "chat"
+LARGE_BODY_BYTES = 32_768
 COMPLETION = "completion"
 
 
@@ -121,9 +122,17 @@ async def _check(kind: str, raw_request: Request, state: RuntimeState, tenant: A
     check_model(request, settings.model_name)
     check_caps(request, settings)
     if kind == CHAT:
-        prompts, prompt_param = [chat_prompt_tokens(request, engine.count_tokens)], "messages"
+        prompt_param = "messages"
+
+        def count() -> list[int]:
+            return [chat_prompt_tokens(request, engine.count_tokens)]
     else:
-        prompts, prompt_param = completion_prompt_tokens(request, engine.count_tokens), "prompt"
+        prompt_param = "prompt"
+
+        def count() -> list[int]:
+            return completion_prompt_tokens(request, engine.count_tokens)
+    # Tokenizing a big body takes a while: keep the event loop (and /health) free meanwhile.
+    prompts = await asyncio.to_thread(count) if len(body) > LARGE_BODY_BYTES else count()
     n = getattr(request, "n", None) or 1
     estimated = estimate_tokens(prompts, requested_max_tokens(request), n, engine.max_model_len,
                                 settings.max_tokens_cap, prompt_param)

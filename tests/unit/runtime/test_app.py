@@ -167,3 +167,13 @@ def test_openapi_describes_request_bodies(client: TestClient) -> None:
     body = doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]
     ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     assert "messages" in doc["components"]["schemas"][ref]["properties"]
+
+
+def test_large_prompt_is_counted_off_the_event_loop_and_refused_over_context() -> None:
+    engine = EngineDouble()
+    with TestClient(build_app(_settings(), engine, registry=TenantRegistry.empty())) as c:
+        _wait_ready(c)
+        r = c.post("/v1/completions", json={"model": "tiny", "prompt": "word " * 10_000, "max_tokens": 1})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+        assert r.json()["error"]["code"] == "context_length_exceeded"
+    assert engine.calls == 0
