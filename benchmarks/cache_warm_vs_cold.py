@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from inferkube.runtime.tinymodel import build_tiny_model, default_tiny_model_dir  # noqa: E402
-
 from tests.unit.runtime.test_download_fakes import FakeHub, HubRepo, read_tree  # noqa: E402
 
 REPO = "acme/tiny-llama"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def _openapi_to_jsonschema(node: Any) -> Any:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def upstream_schema(api_version: str, kind: str) -> dict[str, Any]:
     """JSON schema of an upstream CRD version from ../shared/schemas."""
     crd = yaml.safe_load((SHARED_SCHEMAS / UPSTREAM_CRDS[(api_version, kind)]).read_text())

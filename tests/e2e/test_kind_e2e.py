@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
 from inferkube.api import contract
 
 pytestmark = pytest.mark.e2e

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from inferkube.api import contract
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from inferkube.api import contract
 from inferkube.runtime.cli import parse_serve_args
 from inferkube.runtime.download.cli import build_parser as build_download_parser
 from inferkube.runtime.settings import RuntimeSettings
-
 from tests.unit.operator.conftest import EXAMPLES, by_kind, load_example, render
 
 

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from inferkube.operator.crd import build_crd
 from kopf.testing import KopfRunner
 
+from inferkube.operator.crd import build_crd
 from tests.kube_emulator import KubeEmulator
 
 REPO = Path(__file__).resolve().parents[3]

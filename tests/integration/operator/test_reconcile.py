@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from inferkube.api import contract
 from kopf.testing import KopfRunner
 
+from inferkube.api import contract
 from tests.integration.operator.conftest import (
     NS,
     SHARED_SCHEMAS,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from inferkube.api.contract import DOWNLOAD_MANIFEST_FILE
 
+from inferkube.api.contract import DOWNLOAD_MANIFEST_FILE
 from tests.integration.runtime.conftest import SERVED_NAME, start_runtime_server
 from tests.unit.runtime.test_download_fakes import FakeHub, HubRepo, read_tree
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from inferkube.runtime.tenancy import Tenant, build_rate_limiter
 from inferkube.runtime.tenancy.redis_limiter import RedisRateLimiter, tenant_keys
 
