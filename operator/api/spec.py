@@ -333,6 +333,21 @@ class ApiSpec(ApiModel):
 class RolloutSpec(ApiModel):
     """Rolling-update budget. The default never needs a spare GPU node."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": (
+                        "!(has(self.maxUnavailable) && string(self.maxUnavailable) in ['0', '0%'] && "
+                        "(!has(self.maxSurge) || string(self.maxSurge) in ['0', '0%']))"
+                    ),
+                    "message": "rollout.maxSurge and rollout.maxUnavailable cannot both be 0: the rollout could never progress",
+                    "fieldPath": ".maxUnavailable",
+                }
+            ]
+        }
+    )
+
     max_surge: IntOrString = Field(default=0, description="Extra replicas during a rollout. Default: 0 (GPU-safe).")
     max_unavailable: IntOrString = Field(default=1, description="Replicas that may be down during a rollout. Default: 1.")
 
@@ -376,18 +391,6 @@ def _spec_rules() -> list[dict[str, str]]:
             ),
             "message": "api.rateLimitBackend redis needs api.redisUrlSecret",
             "fieldPath": ".api.redisUrlSecret",
-        },
-        {
-            "rule": (
-                "self.model.source == oldSelf.model.source || !has(oldSelf.cache) || "
-                "!has(oldSelf.cache.reclaimPolicy) || oldSelf.cache.reclaimPolicy != 'Retain' || "
-                "(has(self.cache) && has(self.cache.name) && (!has(oldSelf.cache.name) || self.cache.name != oldSelf.cache.name))"
-            ),
-            "message": (
-                "model.source cannot change while the cache is retained (reclaimPolicy Retain): the retained "
-                "claim would hold another model; set a new cache.name as well"
-            ),
-            "fieldPath": ".model.source",
         },
     ]
 

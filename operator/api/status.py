@@ -62,7 +62,11 @@ class InferenceServiceStatus(ApiModel):
         description="Cold-start stage for printer columns: Pending, CachingModel, Scheduling, LoadingModel, Ready, Degraded, Failed.",
     )
     phase_detail: str | None = Field(default=None, description="A few words beside the phase (e.g. download percentage).")
-    conditions: list[Condition] = Field(default_factory=list, description="Latest observations.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Latest observations, one per type.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     replicas: int | None = Field(default=None, description="Replicas that exist (scale subresource statusReplicasPath).")
     ready_replicas: int | None = Field(default=None, description="Replicas that pass readiness.")
     selector: str | None = Field(default=None, description="Label selector of the replicas (scale subresource).")

@@ -162,6 +162,15 @@ class KubeWriter:
             self._call, "PATCH", path, {"status": status}, "application/merge-patch+json"
         )
 
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a child we no longer want (its dependents go in the background); absent is fine."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        try:
+            await asyncio.to_thread(self._call, "DELETE", object_path(kind, namespace, name), body, "application/json")
+        except PermanentApiError as exc:
+            if not str(exc).startswith("404"):
+                raise
+
     async def pod_log_tail(self, namespace: str, pod: str, lines: int = 20) -> str:
         """The last lines of a pod's log ('' when it has none yet)."""
         path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"

@@ -60,6 +60,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.queueing.error_delays = [1, 2, 5, 10, 30]
     memo.world = World()
     memo.reconciler = Reconciler(memo.world, ours, KubeWriter(_api_client()))
+    memo.reconciler.hold_until_settled(ours.startup_settle_seconds)
     memo.resync = asyncio.create_task(memo.reconciler.resync_forever(ours.resync_interval_seconds))
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 from inferkube.operator.apply import KubeWriter, OwnerRef, adopt
 from inferkube.operator.builders import Child, SpecError, common, render_children
 from inferkube.operator.parse import parse_service
@@ -21,15 +23,23 @@ from inferkube.operator.status import Children, compute_status, job_state, obser
 log = logging.getLogger(__name__)
 
 
+def _same_quantity(a: Any, b: Any) -> bool:
+    """True when a and b are the same Kubernetes quantity written differently ('0.5' vs '500m', '1024Mi' vs '1Gi')."""
+    if not (isinstance(a, str) or isinstance(b, str)):
+        return False
+    try:
+        return bool(parse_quantity(a) == parse_quantity(b))
+    except (ValueError, TypeError, ArithmeticError):
+        return False
+
+
 def is_subset(desired: Any, live: Any) -> bool:
     """True when every field we set has the same value live (the server may add defaults around it)."""
     if isinstance(desired, dict):
         return isinstance(live, dict) and all(k in live and is_subset(v, live[k]) for k, v in desired.items())
     if isinstance(desired, list):
         return isinstance(live, list) and len(desired) == len(live) and all(map(is_subset, desired, live))
-    if isinstance(desired, (int, float)) and isinstance(live, str) or isinstance(desired, str) and isinstance(live, (int, float)):
-        return str(desired) == str(live)
-    return bool(desired == live)
+    return bool(desired == live) or _same_quantity(desired, live)
 
 
 def needs_apply(child: Child, desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
@@ -50,6 +60,7 @@ class Outcome:
     """What one reconcile did (the tests and the benchmark read it)."""
 
     applied: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
     status_written: bool = False
     requeue_after: float | None = None  # seconds until progress should be read again
 
@@ -87,7 +98,8 @@ async def reconcile(
     spec, meta = parse_service(body)
     observed = observe(spec, meta, children, apis)
     owner = OwnerRef(name=meta.name, uid=metadata["uid"])
-    for child in render_children(spec, meta, settings, observed):
+    wanted = render_children(spec, meta, settings, observed)
+    for child in wanted:
         desired = adopt(child.body, owner) if child.owned else child.body
         live = children.get(child.kind, child.name)
         if not needs_apply(child, desired, live):
@@ -100,6 +112,7 @@ async def reconcile(
             if written.get("metadata"):
                 children.put(written)  # status below sees what we just wrote: one status write, not two
         outcome.applied.append(f"{child.kind}/{child.name}")
+    await _prune(wanted, children, owner, meta.namespace, writer, outcome)
     report = None
     if common.uses_cache(spec):
         job_name = common.download_job_name(meta, common.cache_key(spec))
@@ -116,15 +129,39 @@ async def reconcile(
     return outcome
 
 
-async def report_invalid(body: dict[str, Any], error: SpecError, writer: KubeWriter) -> bool:
-    """Write Ready=False/Degraded=True with reason InvalidSpec; True when status changed."""
+# Kinds a spec change can make unwanted: autoscaling off or switched, monitoring off, a finished
+# download of an older revision. Deployments, Services, PDBs and claims always stay while the
+# InferenceService exists (claims hold data; garbage collection removes the rest on deletion).
+PRUNABLE_KINDS = ("HorizontalPodAutoscaler", "ScaledObject", "ServiceMonitor", "Job")
+
+
+def _controlled_by(obj: dict[str, Any], owner: OwnerRef) -> bool:
+    """True when owner is obj's controller (never touch objects someone else made)."""
+    return any(ref.get("uid") == owner.uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+async def _prune(wanted: list[Child], children: Children, owner: OwnerRef, namespace: str, writer: KubeWriter,
+                 outcome: Outcome) -> None:
+    """Delete children of ours that the spec no longer asks for."""
+    keep = {(c.kind, c.name) for c in wanted}
+    for kind in PRUNABLE_KINDS:
+        for live in children.all(kind):
+            name = live["metadata"]["name"]
+            if (kind, name) not in keep and _controlled_by(live, owner):
+                await writer.delete(kind, namespace, name)
+                children.drop(kind, name)
+                outcome.deleted.append(f"{kind}/{name}")
+
+
+async def report_invalid(body: dict[str, Any], reason: str, message: str, writer: KubeWriter) -> bool:
+    """Write Ready=False/Degraded=True with reason (InvalidSpec, ApplyRejected); True when status changed."""
     metadata = body["metadata"]
     generation = metadata.get("generation")
     current = body.get("status") or {}
     now = _now()
     conditions = []
     for ctype, status in (("Ready", "False"), ("Degraded", "True")):
-        conditions.append({"type": ctype, "status": status, "reason": "InvalidSpec", "message": str(error),
+        conditions.append({"type": ctype, "status": status, "reason": reason, "message": message,
                            "observedGeneration": generation, "lastTransitionTime": now})
     old = {c.get("type"): c for c in current.get("conditions") or []}
     same = all(
@@ -133,7 +170,10 @@ async def report_invalid(body: dict[str, Any], error: SpecError, writer: KubeWri
     ) and current.get("observedGeneration") == generation and current.get("phase") == "Failed"
     if same:
         return False
-    patch = {"observedGeneration": generation, "phase": "Failed", "phaseDetail": "InvalidSpec", "conditions": conditions}
+    for c in current.get("conditions") or []:  # keep the other conditions as they are
+        if c.get("type") not in ("Ready", "Degraded"):
+            conditions.append(c)
+    patch = {"observedGeneration": generation, "phase": "Failed", "phaseDetail": reason, "conditions": conditions}
     await writer.patch_status(metadata.get("namespace", "default"), metadata["name"], patch)
     return True
 

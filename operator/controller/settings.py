@@ -82,6 +82,9 @@ class OperatorSettings(BaseSettings):
         default=60.0, gt=0,
         description="Full level-based resync period; drift is repaired from watch events long before this.",
     )
+    startup_settle_seconds: float = Field(
+        default=1.0, ge=0, description="Pause after start-up before the first reconciles, while watches list children."
+    )
     progress_interval_seconds: float = Field(
         default=10.0, gt=0, description="How often download progress is read into status while a Job runs."
     )

@@ -33,6 +33,10 @@ class Children:
         """The live child of a kind and name, if any."""
         return next((o for o in self.all(kind) if o["metadata"]["name"] == name), None)
 
+    def drop(self, kind: str, name: str) -> None:
+        """Forget a child we just deleted."""
+        self.by_kind[kind] = [o for o in self.all(kind) if o["metadata"]["name"] != name]
+
     def put(self, obj: dict[str, Any]) -> None:
         """Record a child as written (the API server's response), replacing the older copy."""
         name = obj["metadata"]["name"]
@@ -269,23 +273,29 @@ def compute_status(
     )
 
 
+def _merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning old into new: keys new no longer has become null, at every depth."""
+    patch = dict(new)
+    for key, value in old.items():
+        if key not in new:
+            patch[key] = None
+        elif isinstance(value, dict) and isinstance(new[key], dict):
+            patch[key] = _merge_patch(value, new[key])
+    return patch
+
+
 def status_patch(new: InferenceServiceStatus, current: dict[str, Any] | None, now: str) -> dict[str, Any] | None:
-    """The status to write, or None when nothing changed.
+    """The merge patch to write, or None when nothing changed.
 
     lastTransitionTime is kept from the current status for conditions whose status did not change,
     so an unchanged world produces an identical status and no write.
     """
-    current = current or {}
+    current = {k: v for k, v in (current or {}).items() if k != "kopf"}
     previous = {c.get("type"): c for c in current.get("conditions") or []}
     body = new.model_dump(by_alias=True, exclude_none=True)
     for c in body["conditions"]:
         old = previous.get(c["type"])
         c["lastTransitionTime"] = old.get("lastTransitionTime", now) if old and old.get("status") == c["status"] else now
-    comparable = {k: v for k, v in current.items() if k in body}
-    if comparable == body and set(current) - {"kopf"} <= set(body):
+    if current == body:
         return None
-    # merge-patch: fields we no longer report are removed explicitly
-    for key in current:
-        if key not in body and key != "kopf":
-            body[key] = None
-    return body
+    return _merge_patch(current, body)

@@ -115,13 +115,30 @@ class Reconciler:
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._dirty: set[Key] = set()
         self._invalid: dict[Key, tuple[Any, str]] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._ready_at = 0.0
+
+    def hold_until_settled(self, seconds: float) -> None:
+        """Defer reconciles for a moment after start-up, so the watches list the children first
+        (otherwise a restart would briefly report a Ready service as CachingModel)."""
+        self._ready_at = asyncio.get_running_loop().time() + seconds
 
     def schedule(self, key: Key) -> None:
         """Reconcile key soon; if a reconcile of key is running, run once more after it."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._ready_at:
+            if key not in self._timers:
+                self._timers[key] = loop.call_later(self._ready_at - loop.time(), self._release, key)
+            return
         if key in self._tasks:
             self._dirty.add(key)
             return
         self._tasks[key] = asyncio.create_task(self._run(key), name=f"reconcile {key[0]}/{key[1]}")
+
+    def _release(self, key: Key) -> None:
+        """The start-up hold of key is over."""
+        self._timers.pop(key, None)
+        self.schedule(key)
 
     def schedule_all(self) -> None:
         """Reconcile every known InferenceService."""
@@ -136,6 +153,8 @@ class Reconciler:
 
     async def close(self) -> None:
         """Cancel running reconciles."""
+        for timer in self._timers.values():
+            timer.cancel()
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -167,29 +186,35 @@ class Reconciler:
             self._tasks.pop(key, None)
 
     async def _once(self, key: Key, body: dict[str, Any]) -> None:
-        """One reconcile; spec errors become a condition and one Event per generation, not retries."""
+        """One reconcile; spec errors and rejected writes become conditions and one Event each, not retries."""
         self.stats.reconciles += 1
         try:
             outcome = await reconcile(body, self.world.children_of(key), set(self.world.apis), self.settings,
                                       self.writer, self._remember)
         except SpecError as exc:
-            generation = body["metadata"].get("generation")
-            if await report_invalid(body, exc, self.writer):
-                self.stats.status_writes += 1
-            if self._invalid.get(key) != (generation, str(exc)):
-                self._invalid[key] = (generation, str(exc))
-                log.error("InferenceService %s/%s is invalid: %s", *key, exc)
-                kopf.event(body, type="Warning", reason="InvalidSpec", message=str(exc))
+            await self._report(key, body, "InvalidSpec", str(exc))
             return
         except PermanentApiError as exc:
-            log.error("InferenceService %s/%s: the API server rejected a write: %s", *key, exc)
-            kopf.event(body, type="Warning", reason="ApplyRejected", message=str(exc)[:1000])
+            await self._report(key, body, "ApplyRejected", f"the API server rejected a child: {exc}"[:1000])
             return
         self._invalid.pop(key, None)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
         if outcome.requeue_after is not None:
-            asyncio.get_running_loop().call_later(outcome.requeue_after, self.schedule, key)
-        self.stats.applies += len(outcome.applied)
+            self._timers[key] = asyncio.get_running_loop().call_later(outcome.requeue_after, self.schedule, key)
+        self.stats.applies += len(outcome.applied) + len(outcome.deleted)
         self.stats.status_writes += int(outcome.status_written)
+
+    async def _report(self, key: Key, body: dict[str, Any], reason: str, message: str) -> None:
+        """Ready=False with reason, and one Warning Event per (generation, message): no retry storm."""
+        if await report_invalid(body, reason, message, self.writer):
+            self.stats.status_writes += 1
+        generation = body["metadata"].get("generation")
+        if self._invalid.get(key) != (generation, message):
+            self._invalid[key] = (generation, message)
+            log.error("InferenceService %s/%s: %s: %s", *key, reason, message)
+            kopf.event(body, type="Warning", reason=reason, message=message)
 
     def _remember(self, written: dict[str, Any]) -> None:
         """Feed our own write's response into the world, so the next reconcile does not write it again."""

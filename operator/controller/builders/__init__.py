@@ -56,7 +56,8 @@ def render_children(
     args = (spec, meta, settings, observed)
     children: list[Child] = []
     if common.uses_cache(spec):
-        children.append(Child(build_pvc(*args), owned=spec.cache.reclaim_policy == "Delete"))
+        # A claim's spec is immutable (but for expansion): created once, never re-applied.
+        children.append(Child(build_pvc(*args), owned=spec.cache.reclaim_policy == "Delete", create_only=True))
         children.append(Child(build_cache_job(*args), create_only=True))
     children.append(Child(build_service(*args)))
     children.append(Child(build_pdb(*args)))

@@ -8,6 +8,7 @@ from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
 from inferkube.operator.builders import common
 from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.operator.builders.pvc import access_mode
 from inferkube.operator.settings import OperatorSettings
 
 
@@ -38,6 +39,16 @@ def build_cache_job(
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     labels = {**common.labels(meta, common.COMPONENT_CACHE), contract.ANNOTATION_CACHE_KEY: key}
+    # Run where the replicas run: the claim binds in their zone (WaitForFirstConsumer), and a
+    # ReadWriteOnce claim already attached to a serving replica can only be mounted on that node.
+    placement = {k: v for k, v in common.pod_scheduling(spec, settings).items()
+                 if k in ("nodeSelector", "tolerations", "affinity")}
+    if access_mode(spec) == "ReadWriteOnce" and observed.serving_cache_key is not None:
+        placement["affinity"] = {**placement.get("affinity", {}), "podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                "labelSelector": {"matchLabels": common.selector_labels(meta)},
+                "topologyKey": "kubernetes.io/hostname",
+            }]}}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -61,6 +72,7 @@ def build_cache_job(
                     "enableServiceLinks": False,
                     "securityContext": dict(common.RESTRICTED_POD_SECURITY),
                     "containers": [container],
+                    **placement,
                     "volumes": [
                         {"name": "model-cache",
                          "persistentVolumeClaim": {"claimName": common.cache_claim_name(spec, meta)}},

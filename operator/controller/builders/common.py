@@ -171,3 +171,24 @@ def hf_token_env(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
 def image(spec: InferenceServiceSpec, settings: OperatorSettings) -> tuple[str, str]:
     """(image, pull policy) of runtime and download containers."""
     return (spec.runtime.image or settings.runtime_image, spec.runtime.image_pull_policy or settings.image_pull_policy)
+
+
+def pod_scheduling(spec: InferenceServiceSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """nodeSelector, tolerations, runtimeClass, affinity, priority: the profile's, then the user's."""
+    profile = accelerator_profile(spec, settings)
+    sched = spec.scheduling
+    out: dict[str, Any] = {}
+    node_selector = {**(profile.node_selector if profile else {}), **sched.node_selector}
+    tolerations = [*(profile.tolerations if profile else []), *sched.tolerations]
+    runtime_class = sched.runtime_class_name or (profile.runtime_class_name if profile else None)
+    if node_selector:
+        out["nodeSelector"] = node_selector
+    if tolerations:
+        out["tolerations"] = [dict(t) for t in tolerations]
+    if runtime_class:
+        out["runtimeClassName"] = runtime_class
+    if sched.affinity:
+        out["affinity"] = dict(sched.affinity)
+    if sched.priority_class_name:
+        out["priorityClassName"] = sched.priority_class_name
+    return out

@@ -157,27 +157,6 @@ def _init_download(spec: InferenceServiceSpec, settings: OperatorSettings, key: 
     ]
 
 
-def _scheduling(spec: InferenceServiceSpec, settings: OperatorSettings) -> dict[str, Any]:
-    """nodeSelector, tolerations, runtimeClass, affinity, priority: the profile's, then the user's."""
-    profile = common.accelerator_profile(spec, settings)
-    sched = spec.scheduling
-    out: dict[str, Any] = {}
-    node_selector = {**(profile.node_selector if profile else {}), **sched.node_selector}
-    tolerations = [*(profile.tolerations if profile else []), *sched.tolerations]
-    runtime_class = sched.runtime_class_name or (profile.runtime_class_name if profile else None)
-    if node_selector:
-        out["nodeSelector"] = node_selector
-    if tolerations:
-        out["tolerations"] = [dict(t) for t in tolerations]
-    if runtime_class:
-        out["runtimeClassName"] = runtime_class
-    if sched.affinity:
-        out["affinity"] = dict(sched.affinity)
-    if sched.priority_class_name:
-        out["priorityClassName"] = sched.priority_class_name
-    return out
-
-
 def build_deployment(
     spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSettings, observed: Observed
 ) -> dict[str, Any]:
@@ -211,7 +190,7 @@ def build_deployment(
         "terminationGracePeriodSeconds": grace,
         "containers": [container],
         "volumes": volumes,
-        **_scheduling(spec, settings),
+        **common.pod_scheduling(spec, settings),
     }
     init = _init_download(spec, settings, key)
     if init:

@@ -300,3 +300,57 @@ def test_download_progress_and_result_show_in_status(kube: KubeEmulator, monkeyp
         wait_for(lambda: kube.get("Deployment", NS, "demo"))
     assert runner.exception is None
     assert kube.validation_errors == []
+
+
+def test_children_the_spec_no_longer_wants_are_removed(kube: KubeEmulator, monkeypatch) -> None:
+    kube.create(upstream_crd("monitoring.coreos.com_servicemonitors.yaml"))
+    with start_operator() as runner:
+        body = isvc(autoscaling={"maxReplicas": 3, "targetQueueDepth": 4})
+        del body["spec"]["replicas"]
+        kube.create(body)
+        complete_job(kube, wait_for(lambda: the_job(kube))["metadata"]["name"])
+        wait_for(lambda: kube.get("Deployment", NS, "demo"))
+        wait_for(lambda: kube.get("HorizontalPodAutoscaler", NS, "demo") and kube.get("ServiceMonitor", NS, "demo"))
+        kube.patch("InferenceService", NS, "demo", {"spec": {"autoscaling": None, "replicas": 3,
+                                                             "monitoring": {"serviceMonitor": False}}})
+        wait_for(lambda: kube.get("HorizontalPodAutoscaler", NS, "demo") is None)
+        wait_for(lambda: kube.get("ServiceMonitor", NS, "demo") is None)
+        assert wait_for(lambda: kube.get("Deployment", NS, "demo")["spec"]["replicas"] == 3)
+        obj = wait_for(lambda: (condition(get(kube), "MonitoringReady") or {}).get("reason") == "Disabled" and get(kube))
+        assert "AutoscalerReady" not in {c["type"] for c in obj["status"]["conditions"]}
+        # an old revision's finished download Job goes once the new revision serves
+        old_job = the_job(kube)["metadata"]["name"]
+        kube.patch("InferenceService", NS, "demo", {"spec": {"model": {"revision": "r2"}}})
+        new_job = wait_for(lambda: [j for j in kube.list("Job", NS) if j["metadata"]["name"] != old_job])[0]
+        complete_job(kube, new_job["metadata"]["name"])
+        wait_for(lambda: kube.get("Job", NS, old_job) is None)
+        assert kube.get("PersistentVolumeClaim", NS, "demo-model-cache") is not None
+    assert runner.exception is None
+    assert kube.validation_errors == []
+
+
+def test_status_settles_after_a_revision_change_and_survives_resyncs(kube: KubeEmulator, monkeypatch) -> None:
+    monkeypatch.setenv("INFERKUBE_OPERATOR_RESYNC_INTERVAL_SECONDS", "0.5")
+    with start_operator() as runner:
+        ready_service(kube)
+        kube.patch("InferenceService", NS, "demo", {"spec": {"model": {"revision": "r2"}}})
+        obj = wait_for(lambda: get(kube)["status"].get("cache", {}).get("phase") == "Pending" and get(kube))
+        assert "finishedAt" not in obj["status"]["cache"], "the old Job's times are not the new download's"
+        time.sleep(1.0)
+        kube.reset_counters()
+        time.sleep(2.0)  # four resyncs
+        assert writes_by_us(kube) == []
+    assert runner.exception is None
+
+
+def test_restart_keeps_a_ready_service_ready(kube: KubeEmulator) -> None:
+    with start_operator():
+        ready_service(kube)
+    seen = []
+    with start_operator() as runner:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            seen.append(condition(get(kube), "Ready")["status"])
+            time.sleep(0.05)
+    assert runner.exception is None
+    assert set(seen) == {"True"}, "a restart must not flap Ready"

@@ -68,17 +68,18 @@ def test_name_length_rule_at_the_root() -> None:
     assert any("at most 45 characters" in m for m in messages(long))
 
 
-def test_model_source_cannot_change_while_cache_is_retained() -> None:
+def test_rollout_that_can_never_progress_is_rejected() -> None:
+    for rollout in ({"maxUnavailable": 0}, {"maxUnavailable": "0%", "maxSurge": 0}, {"maxSurge": "0%", "maxUnavailable": 0}):
+        assert any("cannot both be 0" in m for m in messages(obj(rollout=rollout))), rollout
+    for rollout in ({"maxUnavailable": 0, "maxSurge": 1}, {"maxSurge": 0}, {"maxUnavailable": "25%"}):
+        assert messages(obj(rollout=rollout)) == [], rollout
+
+
+def test_model_source_may_change_even_with_a_retained_cache() -> None:
+    """Every source+revision has its own directory in the claim, so a retained claim never mixes models."""
     old = obj(cache={"reclaimPolicy": "Retain"})
     new = obj(cache={"reclaimPolicy": "Retain"}, model={"source": "hf://org/other"})
-    assert any("cannot change while the cache is retained" in m for m in messages(new, old))
-    # a new claim name makes the change safe; so does a Delete policy; revisions may change freely
-    renamed = obj(cache={"reclaimPolicy": "Retain", "name": "other-cache"}, model={"source": "hf://org/other"})
-    assert messages(renamed, old) == []
-    deleting_old = obj(cache={"reclaimPolicy": "Delete"})
-    assert messages(obj(model={"source": "hf://org/other"}), deleting_old) == []
-    new_revision = obj(cache={"reclaimPolicy": "Retain"}, model={"source": "hf://org/model", "revision": "v2"})
-    assert messages(new_revision, old) == []
+    assert messages(new, old) == []
 
 
 def test_schema_errors_name_the_field_path() -> None:

@@ -72,4 +72,7 @@ def test_cel_rules_sit_next_to_their_fields() -> None:
     auto_rules = schema["properties"]["spec"]["properties"]["autoscaling"]["x-kubernetes-validations"]
     assert any("replicas" in r and "autoscaling" in r for r in spec_rules)
     assert any("minReplicas <= self.maxReplicas" in r["rule"] for r in auto_rules)
-    assert any("oldSelf" in r for r in spec_rules), "transition rule for retained caches"
+    rollout_rules = schema["properties"]["spec"]["properties"]["rollout"]["x-kubernetes-validations"]
+    assert any("maxUnavailable" in r["rule"] for r in rollout_rules)
+    conditions = schema["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map" and conditions["x-kubernetes-list-map-keys"] == ["type"]

@@ -61,14 +61,22 @@ def test_rbac_allows_exactly_what_the_operator_does() -> None:
         if plural == "pods":
             assert verbs == {"list", "watch"}
         elif plural == "jobs":
-            assert verbs == {"list", "watch", "create"}, "Jobs are created once, never patched"
+            assert verbs == {"list", "watch", "create", "delete"}, "Jobs are created once, never patched"
+        elif plural == "persistentvolumeclaims":
+            assert verbs == {"list", "watch", "create"}, "claims are immutable and hold data: never deleted"
+        elif plural in ("horizontalpodautoscalers", "scaledobjects", "servicemonitors"):
+            assert verbs == {"list", "watch", "create", "patch", "delete"}, plural
         else:
             assert verbs == {"list", "watch", "create", "patch"}, plural
     assert _allowed(rules, "serving.inferkube.dev", "inferenceservices") == {"list", "watch"}, "never writes spec"
     assert _allowed(rules, "serving.inferkube.dev", "inferenceservices/status") == {"patch"}
     assert _allowed(rules, "serving.inferkube.dev", "inferenceservices/finalizers") == {"update"}
     assert _allowed(rules, "", "pods/log") == {"get"}
-    assert not any("delete" in r["verbs"] or "*" in r["verbs"] for r in rules), "garbage collection deletes"
+    assert not any("*" in r["verbs"] for r in rules)
+    from inferkube.operator.apply import RESOURCES
+    from inferkube.operator.reconcile import PRUNABLE_KINDS
+    deletable = {r for rule in rules if "delete" in rule["verbs"] for r in rule["resources"]}
+    assert deletable == {RESOURCES[kind][1] for kind in PRUNABLE_KINDS}, "delete only what reconcile prunes"
     binding = one("ClusterRoleBinding")
     assert binding["subjects"][0]["namespace"] == one("Deployment")["metadata"]["namespace"]
 
