@@ -133,11 +133,11 @@ class KubeWriter:
             return data
         return json.loads(data) if data else {}
 
-    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def apply(self, body: dict[str, Any], field_manager: str = contract.FIELD_MANAGER) -> dict[str, Any]:
         """Server-side apply body with our field manager, forcing ownership of every field we send."""
         meta = body["metadata"]
         path = object_path(body["kind"], meta["namespace"], meta["name"])
-        query = [("fieldManager", contract.FIELD_MANAGER), ("force", "true")]
+        query = [("fieldManager", field_manager), ("force", "true")]
         return await asyncio.to_thread(
             self._call, "PATCH", path, body, "application/apply-patch+yaml", query
         )

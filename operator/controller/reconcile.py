@@ -14,6 +14,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from inferkube.api import contract
 from inferkube.operator.apply import KubeWriter, OwnerRef, adopt
 from inferkube.operator.builders import Child, SpecError, common, render_children
 from inferkube.operator.parse import parse_service
@@ -53,6 +54,29 @@ def needs_apply(child: Child, desired: dict[str, Any], live: dict[str, Any] | No
                 and is_subset(desired.get("metadata", {}).get("ownerReferences", []),
                               live["metadata"].get("ownerReferences", []))
                 and is_subset(desired.get("spec", {}), live.get("spec", {})))
+
+
+HANDOVER_MANAGER = "inferkube-replicas-handover"
+
+
+def replicas_to_hand_over(desired: dict[str, Any], live: dict[str, Any] | None) -> int | None:
+    """The live replica count to hand to another field manager before we stop sending replicas.
+
+    Server-side apply removes a field its only owner stops sending: a Deployment switched to an
+    autoscaler would drop to the default of 1 replica. Kubernetes' documented way out is to let a
+    second manager own the current value first ("transferring ownership"); the HPA then takes it over.
+    """
+    if live is None or desired.get("kind") != "Deployment" or "replicas" in desired.get("spec", {}):
+        return None
+    replicas = (live.get("spec") or {}).get("replicas")
+    if replicas is None:
+        return None
+    for entry in live["metadata"].get("managedFields") or []:
+        spec_fields = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        if entry.get("manager") == contract.FIELD_MANAGER and entry.get("operation") == "Apply" \
+                and "f:replicas" in spec_fields:
+            return int(replicas)
+    return None
 
 
 @dataclass
@@ -107,6 +131,11 @@ async def reconcile(
         if child.create_only:
             await writer.create_if_absent(desired)
         else:
+            handover = replicas_to_hand_over(desired, live)
+            if handover is not None:
+                meta_only = {"name": desired["metadata"]["name"], "namespace": desired["metadata"]["namespace"]}
+                await writer.apply({"apiVersion": desired["apiVersion"], "kind": desired["kind"], "metadata": meta_only,
+                                    "spec": {"replicas": handover}}, field_manager=HANDOVER_MANAGER)
             written = await writer.apply(desired)
             remember(written)
             if written.get("metadata"):

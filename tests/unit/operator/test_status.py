@@ -117,3 +117,16 @@ def test_world_ignores_stale_events_and_forgets_deleted_children() -> None:
     world.observe_service("DELETED", isvc)
     world.observe_child("DELETED", child)
     assert world.children == {}
+
+
+def test_replicas_are_handed_over_before_an_autoscaler_takes_them() -> None:
+    from inferkube.operator.reconcile import replicas_to_hand_over
+
+    desired = {"kind": "Deployment", "spec": {"template": {}}}  # autoscaled: no replicas sent
+    ours = {"manager": "inferkube-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    live = {"metadata": {"managedFields": [ours]}, "spec": {"replicas": 4}}
+    assert replicas_to_hand_over(desired, live) == 4
+    hpa_owns = {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    assert replicas_to_hand_over(desired, {"metadata": {"managedFields": [hpa_owns]}, "spec": {"replicas": 4}}) is None
+    assert replicas_to_hand_over({"kind": "Deployment", "spec": {"replicas": 2}}, live) is None
+    assert replicas_to_hand_over(desired, None) is None
