@@ -23,11 +23,13 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 SERVED = "tiny"
 KEY = "sk-bench-0123456789"
 METRICS = [("output_throughput", "output tok/s"), ("median_ttft_ms", "TTFT p50 ms"),
-           ("p99_ttft_ms", "TTFT p99 ms"), ("median_tpot_ms", "TPOT p50 ms"), ("p99_tpot_ms", "TPOT p99 ms")]
+           ("p99_ttft_ms", "TTFT p99 ms"), ("median_tpot_ms", "TPOT p50 ms"), ("p99_tpot_ms", "TPOT p99 ms"),
+           ("api_cpu_s", "API proc CPU s")]
 
 
 def free_port() -> int:
@@ -144,7 +146,12 @@ def main() -> int:
             print(f"== round {round_no + 1}: starting {name} (log {log})", flush=True)
             proc = start(cmd, port, ready, log)
             try:
-                results[name].append(run_client(port, model_dir, args, name))
+                api = psutil.Process(proc.pid)
+                before = sum(api.cpu_times()[:2])
+                result = run_client(port, model_dir, args, name)
+                # CPU the HTTP/API process (not the engine core) spent on this run, incl. the warm-ups.
+                result["api_cpu_s"] = sum(api.cpu_times()[:2]) - before
+                results[name].append(result)
             finally:
                 stop(proc)
     summary = summarize(results)

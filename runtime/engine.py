@@ -42,18 +42,23 @@ class RequestTracker:
 
     def record_output(self, output: Any, delta: bool) -> None:
         """Record one engine output (a vLLM RequestOutput or anything with the same fields)."""
-        if not self.prompt_tokens and getattr(output, "prompt_token_ids", None):
-            self.prompt_tokens = len(output.prompt_token_ids)
-        for completion in getattr(output, "outputs", None) or []:
-            n_new = len(completion.token_ids or ())
-            if n_new and self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
+        if not self.prompt_tokens:
+            prompt_ids = getattr(output, "prompt_token_ids", None)
+            if prompt_ids:
+                self.prompt_tokens = len(prompt_ids)
+        per_index = self._per_index
+        for completion in output.outputs or ():
+            n = len(completion.token_ids or ())
+            seen = per_index.get(completion.index, 0)
             if delta:
-                self._per_index[completion.index] = self._per_index.get(completion.index, 0) + n_new
+                per_index[completion.index] = seen + n
+                self.completion_tokens += n
             else:
-                self._per_index[completion.index] = n_new
-        self.completion_tokens = sum(self._per_index.values())
-        if getattr(output, "finished", False):
+                per_index[completion.index] = n
+                self.completion_tokens += n - seen
+        if self.first_token_at is None and self.completion_tokens:
+            self.first_token_at = time.perf_counter()
+        if output.finished:
             self.finished = True
             self.finished_at = time.perf_counter()
 

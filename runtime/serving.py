@@ -106,6 +106,20 @@ async def _guarded_stream(gen: AsyncIterator[str], admitted: Admitted) -> AsyncG
         admitted.finish("200" if completed else "499", disconnected=not completed)
 
 
+class _AdmittedStreamingResponse(StreamingResponse):
+    """An SSE response that always gives its admission slot back, even if the body never starts."""
+
+    def __init__(self, content: AsyncIterator[str], admitted: Admitted, headers: dict[str, str]) -> None:
+        super().__init__(_guarded_stream(content, admitted), media_type="text/event-stream", headers=headers)
+        self.admitted = admitted
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.admitted.finish("499", disconnected=True)  # no-op when the stream already finished
+
+
 def _merge_headers(*parts: dict[str, str] | None) -> dict[str, str]:
     merged: dict[str, str] = {}
     for part in parts:
@@ -222,5 +236,4 @@ async def _admit_and_run(kind: str, request: Any, raw_request: Request, state: R
     if hasattr(result, "model_dump"):
         admitted.finish("200")
         return JSONResponse(result.model_dump(), headers=rl_headers)
-    return StreamingResponse(_guarded_stream(result, admitted), media_type="text/event-stream",
-                             headers=rl_headers)
+    return _AdmittedStreamingResponse(result, admitted, rl_headers)

@@ -58,3 +58,14 @@ async def test_streaming_disconnect_frees_the_slot() -> None:
     assert sent[0]["status"] == 200
     assert sent[-1].get("more_body", True) is not False or len(sent) < 10_002  # cut short, not all tokens
     assert state.admission.in_flight == 0
+
+
+async def test_stream_whose_client_is_gone_before_the_first_byte_frees_the_slot() -> None:
+    engine = EngineDouble(delay=0, tokens=5)
+    app = build_app(RuntimeSettings(model="m", served_model_name="tiny"), engine, registry=TenantRegistry.empty())
+    state = app.state.runtime
+    state.phase = READY
+    for _ in range(5):
+        await asyncio.wait_for(
+            _call_then_disconnect(app, {"model": "tiny", "prompt": "x", "stream": True}, after=0), 5)
+    assert state.admission.in_flight == 0
