@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from inferkube.operator.settings import OperatorSettings  # noqa: E402  (after the sys.path line)
+
 NS = "bench"
 GROUP_VERSION = "serving.inferkube.dev/v1alpha1"
 CHILDREN = ("Service", "PodDisruptionBudget", "Deployment")  # cache disabled, no ServiceMonitor, no autoscaling
@@ -274,7 +276,9 @@ def run_size(count: int, idle_seconds: float, converge_timeout: float, log_dir: 
             if operator.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the operator did not start watching; see {log_path}")
             time.sleep(0.1)
-        time.sleep(0.5)
+        # the operator holds reconciles for startupSettleSeconds after start (a one-time cost, not
+        # part of any object's reconcile): measure after it
+        time.sleep(0.5 + OperatorSettings().startup_settle_seconds)
         rss_idle_kb = _proc_status(operator.pid)["VmRSS"]
         cpu0, emu0 = _cpu_seconds(operator.pid), _cpu_seconds(hello["pid"])
         ask(parent, "reset")
