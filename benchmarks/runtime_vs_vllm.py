@@ -58,14 +58,20 @@ def start(cmd: list[str], port: int, ready_path: str, log: Path, timeout: float 
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server by PID and wait for it."""
+    """Stop the server by PID and wait until its engine processes are gone too (so none still holds a
+    core when the next server is measured)."""
     if proc.poll() is None:
+        children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT if "vllm.entrypoints" in " ".join(proc.args) else signal.SIGTERM)
         try:
             proc.wait(120)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(30)
+        _, alive = psutil.wait_procs(children, timeout=60)
+        for child in alive:
+            child.kill()
+        time.sleep(2)  # let the machine settle before the next measurement
 
 
 def run_client(port: int, model_dir: Path, args: argparse.Namespace, label: str) -> dict:
