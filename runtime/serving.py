@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from inferkube.runtime.engine import CURRENT_TRACKER, RequestTracker
 from inferkube.runtime.errors import ApiError, error_body, error_response
+from inferkube.runtime.tenancy import RateLimitDecision
 from inferkube.runtime.validation import (
     chat_prompt_tokens,
     check_caps,
@@ -153,6 +154,21 @@ async def _check(kind: str, raw_request: Request, state: RuntimeState, tenant: A
     return request, estimated
 
 
+def rate_limit_error(decision: RateLimitDecision, rl_headers: dict[str, str]) -> ApiError:
+    """The refusal for a limiter decision: 429 to wait out, 429 without Retry-After for a request that can
+    never fit the tenant's budget, 503 when the limiter's backend is down and it fails closed."""
+    message = decision.message or f"Rate limit reached ({decision.reason})."
+    if decision.reason == "backend_unavailable":
+        return ApiError(503, message, code="rate_limit_backend_unavailable", reason="rate_limit",
+                        headers=_merge_headers({"Retry-After": "1"}, rl_headers))
+    if decision.exceeds_budget:
+        return ApiError(429, message, param="max_tokens", code="request_exceeds_token_budget",
+                        reason="rate_limit", headers=dict(rl_headers))
+    retry = str(max(1, math.ceil(decision.retry_after)))
+    return ApiError(429, message, code="rate_limit_exceeded", reason="rate_limit",
+                    headers=_merge_headers({"Retry-After": retry}, rl_headers))
+
+
 async def serve_generation(kind: str, raw_request: Request) -> Response:
     """Handle POST /v1/chat/completions or /v1/completions end to end."""
     state: RuntimeState = raw_request.app.state.runtime
@@ -169,10 +185,7 @@ async def serve_generation(kind: str, raw_request: Request) -> Response:
         decision = await state.limiter.acquire(tenant, estimated)
         rl_headers = dict(decision.headers)
         if not decision.allowed:
-            retry = str(max(1, math.ceil(decision.retry_after)))
-            raise ApiError(429, decision.message or f"Rate limit reached ({decision.reason}).",
-                           code="rate_limit_exceeded", reason="rate_limit",
-                           headers=_merge_headers({"Retry-After": retry}, rl_headers))
+            raise rate_limit_error(decision, rl_headers)
     except ApiError as err:
         state.metrics.rejections.labels(model, err.reason).inc()
         state.metrics.requests.labels(model, tenant_label, str(err.status)).inc()

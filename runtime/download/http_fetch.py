@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
 from inferkube.runtime.download.errors import (
     ChecksumMismatch,
     DownloadError,

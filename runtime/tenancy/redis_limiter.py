@@ -12,6 +12,10 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
 from inferkube.runtime.tenancy.decision import (
     BACKEND_RETRY_AFTER,
     CONCURRENCY_RETRY_AFTER,
@@ -28,9 +32,6 @@ from inferkube.runtime.tenancy.decision import (
     rejection_message,
 )
 from inferkube.runtime.tenancy.tenants import Tenant
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 

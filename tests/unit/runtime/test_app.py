@@ -177,3 +177,29 @@ def test_large_prompt_is_counted_off_the_event_loop_and_refused_over_context() -
         assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
         assert r.json()["error"]["code"] == "context_length_exceeded"
     assert engine.calls == 0
+
+
+def test_a_request_over_the_whole_token_budget_is_refused_without_retry_after() -> None:
+    tenants = f"tenants:\n  - name: small\n    key: {KEY}\n    tokensPerMinute: 50\n"
+    with TestClient(build_app(_settings(), EngineDouble(), registry=TenantRegistry.from_yaml(tenants))) as c:
+        _wait_ready(c)
+        r = c.post("/v1/chat/completions", headers=AUTH, json={**CHAT, "max_tokens": 200})
+        assert r.status_code == 429
+        assert "Retry-After" not in r.headers, "retrying can never succeed"
+        assert r.json()["error"]["code"] == "request_exceeds_token_budget"
+        assert r.json()["error"]["param"] == "max_tokens"
+        ok = c.post("/v1/chat/completions", headers=AUTH, json=CHAT)
+        assert ok.status_code == 200, "a request that fits still passes"
+
+
+def test_fail_closed_limiter_without_its_backend_answers_503() -> None:
+    from inferkube.runtime.tenancy import build_rate_limiter
+
+    limiter = build_rate_limiter("redis", "redis://127.0.0.1:1/0", False, 100, None)  # nothing listens on port 1
+    app = build_app(_settings(), EngineDouble(), registry=TenantRegistry.from_yaml(TENANTS), limiter=limiter)
+    with TestClient(app) as c:
+        _wait_ready(c)
+        r = c.post("/v1/chat/completions", headers=AUTH, json=CHAT)
+        assert r.status_code == 503
+        assert r.headers["Retry-After"] == "1"
+        assert r.json()["error"]["code"] == "rate_limit_backend_unavailable"

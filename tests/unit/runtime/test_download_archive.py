@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from inferkube.api.contract import DOWNLOAD_MANIFEST_FILE
 from inferkube.runtime.download import progress
-
 from tests.unit.runtime.test_download_fakes import (
     ArchiveServer,
     Fault,

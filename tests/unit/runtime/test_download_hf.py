@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from inferkube.api.contract import DOWNLOAD_MANIFEST_FILE
 from inferkube.runtime.download import progress
 from inferkube.runtime.tinymodel import build_tiny_model, default_tiny_model_dir
-
 from tests.unit.runtime.test_download_fakes import FakeHub, Fault, HubRepo, read_tree, run_cli, serving
 
 REPO = "acme/tiny-llama"

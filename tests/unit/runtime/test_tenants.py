@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from inferkube.runtime.tenancy import Tenant, TenantRegistry, TenantsFileError, bearer_token, sha256_hex
 from inferkube.runtime.tenancy import tenants as tenants_module
 
