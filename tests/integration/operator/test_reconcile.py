@@ -354,3 +354,18 @@ def test_restart_keeps_a_ready_service_ready(kube: KubeEmulator) -> None:
             time.sleep(0.05)
     assert runner.exception is None
     assert set(seen) == {"True"}, "a restart must not flap Ready"
+
+
+def test_keda_scaledobject_appears_when_keda_is_installed(kube: KubeEmulator, operator: KopfRunner) -> None:
+    body = isvc(autoscaling={"engine": "keda", "maxReplicas": 4, "targetQueueDepth": 10})
+    del body["spec"]["replicas"]
+    kube.create(body)
+    complete_job(kube, wait_for(lambda: the_job(kube))["metadata"]["name"])
+    wait_for(lambda: kube.get("Deployment", NS, "demo"))
+    kube.mark_deployment_available(NS, "demo")
+    obj = wait_for(lambda: (condition(get(kube), "AutoscalerReady") or {}).get("reason") == "KedaMissing" and get(kube))
+    assert condition(obj, "Ready")["status"] == "True", "serving does not wait for an optional autoscaler"
+    kube.create(upstream_crd("keda.sh_scaledobjects.yaml"))
+    so = wait_for(lambda: _served(kube, "ScaledObject") and kube.get("ScaledObject", NS, "demo"), timeout=20)
+    assert so["spec"]["scaleTargetRef"]["name"] == "demo" and so["spec"]["maxReplicaCount"] == 4
+    wait_for(lambda: (condition(get(kube), "AutoscalerReady") or {}).get("status") == "True")
