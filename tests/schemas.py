@@ -33,6 +33,9 @@ def _openapi_to_jsonschema(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     out = {k: _openapi_to_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
+    pattern = out.get("pattern")
+    if isinstance(pattern, str) and pattern.startswith("^(?i)"):
+        out["pattern"] = "(?i)^" + pattern[len("^(?i)"):]  # Go allows inline flags anywhere; Python wants them first
     if node.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]

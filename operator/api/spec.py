@@ -295,6 +295,13 @@ class MonitoringSpec(ApiModel):
         default=True,
         description="Create a ServiceMonitor when the monitoring.coreos.com API is served. Default: true.",
     )
+    alert_rules: bool = Field(
+        default=True,
+        description=(
+            "Create a PrometheusRule with alerts (replica down, error rate, queue backing up, KV cache "
+            "saturated, rate-limit backend errors) when the monitoring.coreos.com API is served. Default: true."
+        ),
+    )
     interval: str = Field(default="30s", pattern=r"^([0-9]+(ms|s|m|h))+$", description="Scrape interval. Default: 30s.")
     labels: dict[str, str] = Field(
         default_factory=dict, description="Extra labels on the ServiceMonitor (e.g. release: prometheus)."

@@ -27,6 +27,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "ServiceMonitor": ("/apis/monitoring.coreos.com/v1", "servicemonitors"),
+    "PrometheusRule": ("/apis/monitoring.coreos.com/v1", "prometheusrules"),
     "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
     contract.KIND: (f"/apis/{contract.GROUP}/{contract.VERSION}", contract.PLURAL),
 }
@@ -42,6 +43,7 @@ WATCHED_RESOURCES = [
     ("autoscaling", "v2", "horizontalpodautoscalers"),
     ("", "v1", "pods"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
+    ("monitoring.coreos.com", "v1", "prometheusrules"),
     ("keda.sh", "v1alpha1", "scaledobjects"),
 ]
 

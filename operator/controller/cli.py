@@ -88,6 +88,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             observed = Observed(
                 serving_cache_key=None if args.cache_pending else cache_key(spec),
                 monitoring_api=not args.no_monitoring,
+                alerting_api=not args.no_monitoring,
                 keda_api=not args.no_keda,
             )
             out += [child.body for child in render_children(spec, meta, settings, observed)]

@@ -158,10 +158,10 @@ async def reconcile(
     return outcome
 
 
-# Kinds a spec change can make unwanted: autoscaling off or switched, monitoring off, a finished
+# Kinds a spec change can make unwanted: autoscaling off or switched, monitoring or alerts off, a finished
 # download of an older revision. Deployments, Services, PDBs and claims always stay while the
 # InferenceService exists (claims hold data; garbage collection removes the rest on deletion).
-PRUNABLE_KINDS = ("HorizontalPodAutoscaler", "ScaledObject", "ServiceMonitor", "Job")
+PRUNABLE_KINDS = ("HorizontalPodAutoscaler", "ScaledObject", "ServiceMonitor", "PrometheusRule", "Job")
 
 
 def _controlled_by(obj: dict[str, Any], owner: OwnerRef) -> bool:

@@ -82,6 +82,7 @@ def observe(spec: InferenceServiceSpec, meta: ServiceMeta, children: Children, a
         serving_cache_key=serving_cache_key(spec, meta, children),
         monitoring_api="ServiceMonitor" in apis,
         keda_api="ScaledObject" in apis,
+        alerting_api="PrometheusRule" in apis,
     )
 
 

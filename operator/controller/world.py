@@ -21,6 +21,7 @@ log = logging.getLogger("inferkube.operator")
 Key = tuple[str, str]  # (namespace, InferenceService name)
 OPTIONAL_APIS = {
     "servicemonitors.monitoring.coreos.com": "ServiceMonitor",
+    "prometheusrules.monitoring.coreos.com": "PrometheusRule",
     "scaledobjects.keda.sh": "ScaledObject",
 }
 

@@ -13,6 +13,7 @@ from inferkube.operator.builders.deployment import build_deployment
 from inferkube.operator.builders.hpa import build_hpa
 from inferkube.operator.builders.keda import build_scaledobject
 from inferkube.operator.builders.pdb import build_pdb
+from inferkube.operator.builders.prometheusrule import build_prometheusrule
 from inferkube.operator.builders.pvc import build_pvc
 from inferkube.operator.builders.service import build_service
 from inferkube.operator.builders.servicemonitor import build_servicemonitor
@@ -71,5 +72,7 @@ def render_children(
                 children.append(Child(build_scaledobject(*args)))
     if spec.monitoring.service_monitor and observed.monitoring_api:
         children.append(Child(build_servicemonitor(*args)))
+        if spec.monitoring.alert_rules and observed.alerting_api:
+            children.append(Child(build_prometheusrule(*args)))
     return children
 

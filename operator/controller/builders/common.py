@@ -54,6 +54,7 @@ class Observed:
     serving_cache_key: str | None = None
     monitoring_api: bool = True
     keda_api: bool = True
+    alerting_api: bool = True
 
 
 def cache_key(spec: InferenceServiceSpec) -> str:

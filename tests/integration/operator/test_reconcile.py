@@ -257,6 +257,9 @@ def test_servicemonitor_appears_when_its_crd_is_installed(kube: KubeEmulator, op
     assert sm["spec"]["endpoints"][0]["path"] == contract.METRICS_PATH
     obj = wait_for(lambda: (condition(get(kube), "MonitoringReady") or {}).get("status") == "True" and get(kube))
     assert condition(obj, "Ready")["status"] == "True"
+    kube.create(upstream_crd("monitoring.coreos.com_prometheusrules.yaml"))
+    rule = wait_for(lambda: _served(kube, "PrometheusRule") and kube.get("PrometheusRule", NS, "demo"), timeout=20)
+    assert {r["alert"] for r in rule["spec"]["groups"][0]["rules"]} >= {"InferkubeReplicaDown", "InferkubeHighErrorRate"}
 
 
 def _served(kube: KubeEmulator, kind: str) -> bool:

@@ -127,7 +127,8 @@ def test_keda_scaledobject_only_where_keda_is_served() -> None:
 
 def test_deployment_is_held_until_the_cache_is_ready() -> None:
     kinds = [c["kind"] for c in render(example("llama-8b-single-gpu"), serving_cache_key=None)]
-    assert kinds == ["PersistentVolumeClaim", "Job", "Service", "PodDisruptionBudget", "ServiceMonitor"]
+    assert kinds == ["PersistentVolumeClaim", "Job", "Service", "PodDisruptionBudget", "ServiceMonitor",
+                     "PrometheusRule"]
 
 
 def test_new_revision_keeps_serving_the_cached_one_until_its_download_finishes() -> None:
@@ -164,7 +165,20 @@ def test_cache_access_mode_follows_replica_count() -> None:
 
 def test_no_servicemonitor_without_the_prometheus_operator_api() -> None:
     kinds = {c["kind"] for c in render(example("llama-8b-single-gpu"), monitoring_api=False)}
-    assert "ServiceMonitor" not in kinds
+    assert "ServiceMonitor" not in kinds and "PrometheusRule" not in kinds
+
+
+def test_alert_rules_select_this_service_and_scale_with_its_target() -> None:
+    rule = by_kind(render(example("qwen-autoscaled-queue-depth")))["PrometheusRule"]
+    alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {"InferkubeReplicaDown", "InferkubeHighErrorRate", "InferkubeQueueBackingUp",
+                           "InferkubeKVCacheSaturated", "InferkubeRateLimitBackendErrors"}
+    assert 'serving_inferkube_dev_inferenceservice="qwen-7b"' in alerts["InferkubeQueueBackingUp"]["expr"]
+    assert alerts["InferkubeQueueBackingUp"]["expr"].endswith("> 16")  # twice the HPA's target of 8
+    assert contract.METRIC_KV_CACHE_USAGE in alerts["InferkubeKVCacheSaturated"]["expr"]
+    obj = example("qwen-autoscaled-queue-depth")
+    obj["spec"]["monitoring"]["alertRules"] = False
+    assert "PrometheusRule" not in {c["kind"] for c in render(obj)}
 
 
 def test_api_keys_mount_the_tenants_secret() -> None:

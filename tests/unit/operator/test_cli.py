@@ -33,6 +33,7 @@ def test_render_prints_every_child_as_yaml() -> None:
     docs = list(yaml.safe_load_all(result.stdout))
     assert [d["kind"] for d in docs] == [
         "PersistentVolumeClaim", "Job", "Service", "PodDisruptionBudget", "Deployment", "ServiceMonitor",
+        "PrometheusRule",
     ]
     assert "&id" not in result.stdout, "no YAML anchors in output a user pipes to kubectl"
 

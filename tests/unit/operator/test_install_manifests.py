@@ -64,7 +64,7 @@ def test_rbac_allows_exactly_what_the_operator_does() -> None:
             assert verbs == {"list", "watch", "create", "delete"}, "Jobs are created once, never patched"
         elif plural == "persistentvolumeclaims":
             assert verbs == {"list", "watch", "create"}, "claims are immutable and hold data: never deleted"
-        elif plural in ("horizontalpodautoscalers", "scaledobjects", "servicemonitors"):
+        elif plural in ("horizontalpodautoscalers", "scaledobjects", "servicemonitors", "prometheusrules"):
             assert verbs == {"list", "watch", "create", "patch", "delete"}, plural
         else:
             assert verbs == {"list", "watch", "create", "patch"}, plural

@@ -34,7 +34,7 @@ def test_servicemonitor_and_scaledobject_pass_upstream_crds(path: Path) -> None:
 
 def test_every_custom_kind_is_covered() -> None:
     kinds = {c["kind"] for p in EXAMPLES for c in render(load_example(p)) if is_upstream_custom(c)}
-    assert kinds == {"ServiceMonitor", "ScaledObject"}
+    assert kinds == {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
 
 
 def test_a_wrong_field_is_caught() -> None:
