@@ -108,6 +108,20 @@ def _describe_error(raw: Any, error: Any) -> str:
     return f"{where}: {msg}"
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where (line/column), never the offending text: a broken line may hold a key."""
+    problem = getattr(exc, "problem", None) or "syntax error"
+    context = getattr(exc, "context", None)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    text = f"{context}: {problem}" if context else str(problem)
+    if mark is not None:
+        text += f" (line {mark.line + 1}, column {mark.column + 1})"
+    start = getattr(exc, "context_mark", None)
+    if context and start is not None and start is not mark:
+        text += f"; started at line {start.line + 1}, column {start.column + 1}"
+    return text
+
+
 def parse_tenants(raw: Any, source: str = "tenants file") -> TenantsFile:
     """Validate parsed YAML into a `TenantsFile`, raising `TenantsFileError` with readable messages."""
     if raw is None:
@@ -160,7 +174,7 @@ class TenantRegistry:
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise TenantsFileError(f"{source} is not valid YAML: {exc}") from None
+            raise TenantsFileError(f"{source} is not valid YAML: {_yaml_problem(exc)}") from None
         return cls.from_model(parse_tenants(raw, source))
 
     @classmethod

@@ -169,3 +169,22 @@ def test_bad_file_names_tenant_and_field(text: str, expected: list[str]) -> None
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TenantsFileError, match="cannot read tenants file"):
         TenantRegistry.from_file(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'tenants:\n  - name: alice\n    key: "sk-SECRET-unclosed\n',
+        "tenants:\n  - name: alice\n    key: sk-SECRET-tab\t: [\n",
+        "tenants:\n  - name: alice\n    key: sk-SECRET-x\n   bad: [sk-SECRET-y\n",
+    ],
+)
+def test_broken_yaml_error_reports_position_never_the_key(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text(text)
+    with pytest.raises(TenantsFileError) as err:
+        TenantRegistry.from_file(path)
+    message = str(err.value)
+    assert "not valid YAML" in message
+    assert "line " in message and "column " in message
+    assert "SECRET" not in message
