@@ -78,10 +78,26 @@ def _extract_zip(archive: Path, dest: Path, state: ProgressState) -> None:
             zf.extract(info, dest)
             if not info.is_dir():
                 state.set(files_done=state.files_done + 1)
+        root = os.path.realpath(dest)
+        created: list[tuple[str, Path]] = []
         for info, target in links:
-            path = dest / info.filename
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(target, path)
+            # Links made earlier may redirect this one's folder (`x/y -> ..` then `x/y/z -> ..`):
+            # check where it really lands, on disk, before and after creating it.
+            member = PurePosixPath(info.filename.replace("\\", "/"))
+            parent = Path(os.path.realpath(dest / member.parent))
+            _inside(root, str(parent), info.filename, target)
+            _inside(root, os.path.realpath(parent / target), info.filename, target)
+            parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(target, parent / member.name)
+            created.append((info.filename, parent / member.name))
+        for name, path in created:  # a later link can re-point an earlier one's target
+            _inside(root, os.path.realpath(path), name, os.readlink(path))
+
+
+def _inside(root: str, resolved: str, name: str, target: str) -> None:
+    """Refuse a link whose real location or target is outside `root`."""
+    if resolved != root and not resolved.startswith(root + os.sep):
+        raise InvalidSource(f"unsafe archive: link {name!r} -> {target!r} escapes the destination")
 
 
 def _flatten_single_top_dir(dest: Path) -> None:

@@ -291,3 +291,43 @@ def test_termination_message_stays_under_4_kib(tmp_path):
     log = tmp_path / "log"
     progress.write_termination_message(log, progress.failed_event("Network", "x" * 10_000))
     assert len(log.read_bytes()) < progress.TERMINATION_MESSAGE_LIMIT
+
+
+def _zip_with_links(links: list[tuple[str, str]], files: dict[str, bytes] | None = None) -> bytes:
+    import stat
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in (files or {"ok.txt": b"ok"}).items():
+            zf.writestr(name, data)
+        for name, target in links:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("links", [
+    [("x/y", ".."), ("x/y/z", "..")],              # the second link sits in dest itself, its ".." leaves
+    [("x/y", ".."), ("x/y/w/z", "../..")],
+    [("a/t", "../q/.."), ("q", ".")],              # a later link re-points an earlier, checked one
+])
+def test_chained_zip_symlinks_cannot_leave_the_destination(server, tmp_path, links):
+    server.files["/chain.zip"] = _zip_with_links(links)
+    dest = tmp_path / "cache" / "m"
+    code, events, _ = run_cli(args(server, dest, tmp_path, "/chain.zip"))
+    assert code == 1, events
+    assert events[-1]["reason"] == progress.REASON_INVALID
+    assert "escapes the destination" in events[-1]["message"]
+    assert not dest.exists()
+
+
+def test_zip_symlinks_inside_the_tree_still_work(server, tmp_path):
+    server.files["/links.zip"] = _zip_with_links([("sub/link", "../ok.txt"), ("alias", "sub")],
+                                                 {"ok.txt": b"ok", "sub/a.txt": b"a"})
+    dest = tmp_path / "m"
+    code, events, _ = run_cli(args(server, dest, tmp_path, "/links.zip"))
+    assert code == 0, events
+    assert (dest / "sub" / "link").read_bytes() == b"ok"
+    assert (dest / "alias" / "a.txt").read_bytes() == b"a"
