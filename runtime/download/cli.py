@@ -9,11 +9,12 @@ from pathlib import Path
 
 from inferkube.api.contract import CACHE_MOUNT_PATH
 from inferkube.runtime.download.core import DownloadRequest, download
-from inferkube.runtime.download.errors import DownloadError, InvalidSource
+from inferkube.runtime.download.errors import DownloadError, InvalidSource, redact_urls_in
 from inferkube.runtime.download.http_fetch import RetryPolicy
 from inferkube.runtime.download.progress import (
     DEFAULT_TERMINATION_LOG,
     REASON_INVALID,
+    REASON_STORAGE,
     ProgressReporter,
     ProgressState,
     done_event,
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         termination_log = args.termination_log
         request = _request_from_args(args)
     except (_UsageError, InvalidSource) as exc:
-        event = failed_event(REASON_INVALID, f"invalid arguments: {exc}")
+        event = failed_event(REASON_INVALID, redact_urls_in(f"invalid arguments: {exc}"))
         print(encode_event(event), flush=True)
         write_termination_message(termination_log, event)
         return 2
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         event = failed_event(exc.reason, exc.message)
         exit_code = 1
     except OSError as exc:
-        event = failed_event(REASON_INVALID, f"local filesystem error: {exc}")
+        event = failed_event(REASON_STORAGE, redact_urls_in(f"local filesystem error: {exc}"))
         exit_code = 1
     else:
         event = done_event(result.revision, result.total_bytes, result.files)

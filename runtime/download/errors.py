@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit, urlunsplit
+
 from inferkube.runtime.download.progress import (
     REASON_CHECKSUM_MISMATCH,
     REASON_INVALID,
     REASON_NETWORK,
     REASON_NOT_FOUND,
+    REASON_STORAGE,
     REASON_UNAUTHORIZED,
 )
+
+# A URL inside free text: scheme://, then anything up to whitespace or a closing quote/bracket.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]]+")
+
+
+def redact_url(url: str) -> str:
+    """The URL without userinfo, query and fragment: pre-signed tokens and passwords never reach a message."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable URL>"
+    if not parts.scheme:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redact_urls_in(text: str) -> str:
+    """`text` with every URL in it passed through `redact_url`."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
 
 
 class DownloadError(Exception):
@@ -17,7 +45,7 @@ class DownloadError(Exception):
     reason: str = REASON_INVALID
 
     def __init__(self, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(redact_urls_in(message))
         if reason is not None:
             self.reason = reason
 
@@ -55,6 +83,12 @@ class InvalidSource(DownloadError):
     """Bad arguments, an unsafe or broken archive, or an empty pvc path."""
 
     reason = REASON_INVALID
+
+
+class LocalIOError(DownloadError):
+    """Writing the copy failed on this machine (disk full, read-only, permissions); retrying cannot help."""
+
+    reason = REASON_STORAGE
 
 
 def error_for_status(status: int, what: str) -> DownloadError:

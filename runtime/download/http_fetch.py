@@ -15,8 +15,11 @@ import httpx
 from inferkube.runtime.download.errors import (
     ChecksumMismatch,
     DownloadError,
+    LocalIOError,
     NetworkError,
     error_for_status,
+    redact_url,
+    redact_urls_in,
 )
 from inferkube.runtime.download.manifest import sha256_file
 from inferkube.runtime.download.progress import ProgressState
@@ -74,24 +77,25 @@ def _describe(exc: BaseException, url: str) -> str:
         return f"cannot connect to {host}: {exc}"
     if isinstance(exc, httpx.RemoteProtocolError):
         return f"connection to {host} closed mid-transfer: {exc}"
-    return f"{type(exc).__name__}: {exc}"
+    return redact_urls_in(f"{type(exc).__name__}: {exc}")
 
 
 def _one_attempt(client: httpx.Client, url: str, part: Path, state: ProgressState) -> tuple[int, int]:
     """Fetch (the rest of) url into part; return (size on disk, bytes received this attempt)."""
     have = part.stat().st_size if part.exists() else 0
     meta = _read_meta(part, url)
-    if have and not meta:
-        part.unlink()  # a part file without its validator cannot be trusted for resume
-        have = 0
     if have and meta.get("total") == have:
         return have, 0
+    validator = meta.get("etag") or meta.get("lastModified")
+    if have and not validator:
+        # Without an ETag/Last-Modified the server cannot tell us the file changed since the part
+        # was written; appending could splice two versions, so start over.
+        part.unlink()
+        have = 0
     headers = {"Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
-        validator = meta.get("etag") or meta.get("lastModified")
-        if validator:
-            headers["If-Range"] = validator
+        headers["If-Range"] = validator
     received = 0
     with client.stream("GET", url, headers=headers) as response:
         status = response.status_code
@@ -101,7 +105,7 @@ def _one_attempt(client: httpx.Client, url: str, part: Path, state: ProgressStat
         if status in _RETRY_STATUS:
             raise _Retryable(f"HTTP {status} from {httpx.URL(url).host}")
         if status >= 400:
-            raise error_for_status(status, url)
+            raise error_for_status(status, redact_url(url))
         if status == 206:
             match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
             if not match or int(match.group(1)) != have:
@@ -148,7 +152,11 @@ def fetch_to_file(url: str, part: Path, *, policy: RetryPolicy, state: ProgressS
                 break
             except DownloadError:
                 raise
-            except (_Retryable, httpx.TransportError, OSError) as exc:
+            except OSError as exc:
+                # Local I/O (disk full, permissions, read-only volume): retrying cannot help.
+                raise LocalIOError(f"cannot write the download to {part.parent}: "
+                                   f"{exc.strerror or type(exc).__name__}") from exc
+            except (_Retryable, httpx.TransportError) as exc:
                 after = part.stat().st_size if part.exists() else 0
                 fetched += max(0, after - before)
                 # Progress made: earlier failures are forgiven (still bounded: the file is finite).
@@ -164,6 +172,6 @@ def fetch_to_file(url: str, part: Path, *, policy: RetryPolicy, state: ProgressS
         if actual.lower() != expected_sha256.lower():
             part.unlink(missing_ok=True)
             _meta_path(part).unlink(missing_ok=True)
-            raise ChecksumMismatch(f"sha256 mismatch for {url}: expected {expected_sha256.lower()}, "
+            raise ChecksumMismatch(f"sha256 mismatch for {redact_url(url)}: expected {expected_sha256.lower()}, "
                                    f"got {actual}")
     return FetchResult(path=part, size=size, fetched=fetched)

@@ -34,7 +34,9 @@ REASON_NOT_FOUND = "NotFound"                  # 404: repo, revision, file or UR
 REASON_UNAUTHORIZED = "Unauthorized"           # 401/403: missing, wrong or insufficient token
 REASON_NETWORK = "Network"                     # DNS, refused, reset, stalled: retries exhausted
 REASON_INVALID = "Invalid"                     # bad arguments, unsafe or broken archive, empty pvc
-REASONS = (REASON_CHECKSUM_MISMATCH, REASON_NOT_FOUND, REASON_UNAUTHORIZED, REASON_NETWORK, REASON_INVALID)
+REASON_STORAGE = "Storage"                     # local disk: full, read-only, no permission (not retried)
+REASONS = (REASON_CHECKSUM_MISMATCH, REASON_NOT_FOUND, REASON_UNAUTHORIZED, REASON_NETWORK, REASON_INVALID,
+           REASON_STORAGE)
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096  # Kubernetes truncates terminationMessage at 4 KiB

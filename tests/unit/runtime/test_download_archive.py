@@ -331,3 +331,66 @@ def test_zip_symlinks_inside_the_tree_still_work(server, tmp_path):
     assert code == 0, events
     assert (dest / "sub" / "link").read_bytes() == b"ok"
     assert (dest / "alias" / "a.txt").read_bytes() == b"a"
+
+
+class _NoValidatorServer(ArchiveServer):
+    """Serves files without ETag or Last-Modified: a partial copy cannot be proven current."""
+
+    def route(self, handler, path):  # type: ignore[no-untyped-def]
+        status, headers, body = super().route(handler, path)
+        return status, {k: v for k, v in headers.items() if k != "ETag"}, body
+
+
+def test_cut_transfer_without_validator_restarts_from_zero(tmp_path):
+    srv = _NoValidatorServer({"/model.tar.gz": make_tar_gz(MODEL)})
+    for running in serving(srv):
+        running.faults["/model.tar.gz"] = Fault(after=50_000, mode="cut")
+        code, events, _ = run_cli(args(running, tmp_path / "m", tmp_path))
+        assert code == 0, events
+        # no Range: appending to the 50 kB part could splice two versions of the file
+        assert [g.range for g in running.gets("/model.tar.gz")] == [None, None]
+        assert read_tree(tmp_path / "m") == MODEL
+
+
+def test_messages_never_carry_query_strings_or_credentials(server, tmp_path):
+    server.status["/model.zip"] = 404
+    url = server.url.replace("http://", "http://robot:PASSWORD-1@") + "/model.zip?X-Amz-Signature=SIG-2&t=3"
+    argv = ["--source", url, "--dest", str(tmp_path / "m"), "--timeout", "1", "--retries", "0",
+            "--termination-log", str(tmp_path / "termination-log")]
+    code, events, other = run_cli(argv)
+    assert code == 1 and events[-1]["reason"] == progress.REASON_NOT_FOUND
+    termination = (tmp_path / "termination-log").read_text()
+    assert "/model.zip" in events[-1]["message"]
+    for text in (events[-1]["message"], termination, other):
+        assert "SIG-2" not in text and "PASSWORD-1" not in text and "robot" not in text
+
+
+def test_checksum_message_never_carries_the_query_string(server, tmp_path):
+    code, events, _ = run_cli(args(server, tmp_path / "m", tmp_path, "/model.zip?token=SECRET-3",
+                                   "--sha256", "0" * 64))
+    assert code == 1 and events[-1]["reason"] == progress.REASON_CHECKSUM_MISMATCH
+    assert "SECRET-3" not in events[-1]["message"] and "/model.zip" in events[-1]["message"]
+
+
+def test_disk_full_fails_at_once_as_storage_not_network(server, tmp_path, monkeypatch):
+    import errno
+
+    from inferkube.runtime.download import http_fetch
+
+    class _FullDisk(io.BytesIO):
+        def write(self, data):  # type: ignore[no-untyped-def]
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_open = open
+
+    def fake_open(path, mode="r", *a, **kw):  # type: ignore[no-untyped-def]
+        return _FullDisk() if mode in ("ab", "wb") else real_open(path, mode, *a, **kw)
+
+    monkeypatch.setattr(http_fetch, "open", fake_open, raising=False)
+    start = time.monotonic()
+    code, events, _ = run_cli(args(server, tmp_path / "m", tmp_path))
+    assert code == 1
+    assert events[-1]["reason"] == progress.REASON_STORAGE
+    assert "No space left on device" in events[-1]["message"]
+    assert len(server.gets("/model.tar.gz")) == 1  # not retried: the disk will not empty itself
+    assert time.monotonic() - start < 5
