@@ -46,7 +46,7 @@ def build_serve_parser() -> argparse.ArgumentParser:
     fail.add_argument("--rate-limit-fail-open", dest="rate_limit_fail_open", action="store_const", const=True,
                       help="serve when the rate-limit backend is unreachable (default)")
     fail.add_argument("--rate-limit-fail-closed", dest="rate_limit_fail_open", action="store_const",
-                      const=False, help="refuse (429) when the rate-limit backend is unreachable")
+                      const=False, help="refuse (503) when the rate-limit backend is unreachable")
     return parser
 
 

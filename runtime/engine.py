@@ -28,8 +28,21 @@ ServingResult = Any
 
 
 @dataclass
+class _GeneratorCounts:
+    """What one engine generator (one prompt of a request) has produced so far."""
+
+    prompt_tokens: int = 0
+    per_index: dict[int, int] = field(default_factory=dict)
+    finished: bool = False
+
+
+@dataclass
 class RequestTracker:
-    """Token counts and timings of one HTTP request's engine work."""
+    """Token counts and timings of one HTTP request's engine work, summed over all its generators.
+
+    vLLM makes one generator per prompt (a completion request may carry several prompts) and each
+    numbers its outputs from 0, so every generator gets its own counters (see `new_generator`).
+    """
 
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
@@ -38,15 +51,23 @@ class RequestTracker:
     completion_tokens: int = 0
     finished: bool = False
     client_gone: bool = False
-    _per_index: dict[int, int] = field(default_factory=dict)
+    _generators: dict[int, _GeneratorCounts] = field(default_factory=dict)
 
-    def record_output(self, output: Any, delta: bool) -> None:
+    def new_generator(self) -> int:
+        """A fresh id for one more engine generator of this request."""
+        gid = len(self._generators)
+        self._generators[gid] = _GeneratorCounts()
+        return gid
+
+    def record_output(self, output: Any, delta: bool, generator: int = 0) -> None:
         """Record one engine output (a vLLM RequestOutput or anything with the same fields)."""
-        if not self.prompt_tokens:
+        counts = self._generators.setdefault(generator, _GeneratorCounts())
+        if not counts.prompt_tokens:
             prompt_ids = getattr(output, "prompt_token_ids", None)
             if prompt_ids:
-                self.prompt_tokens = len(prompt_ids)
-        per_index = self._per_index
+                counts.prompt_tokens = len(prompt_ids)
+                self.prompt_tokens += counts.prompt_tokens
+        per_index = counts.per_index
         for completion in output.outputs or ():
             n = len(completion.token_ids or ())
             seen = per_index.get(completion.index, 0)
@@ -59,8 +80,10 @@ class RequestTracker:
         if self.first_token_at is None and self.completion_tokens:
             self.first_token_at = time.perf_counter()
         if output.finished:
-            self.finished = True
-            self.finished_at = time.perf_counter()
+            counts.finished = True
+            if all(g.finished for g in self._generators.values()):
+                self.finished = True
+                self.finished_at = time.perf_counter()
 
 
 CURRENT_TRACKER: contextvars.ContextVar[RequestTracker | None] = contextvars.ContextVar(
@@ -100,9 +123,15 @@ class Engine(Protocol):
 
 async def _observe(agen: AsyncIterator[Any], tracker: RequestTracker,
                    delta: bool) -> AsyncGenerator[Any, None]:
-    async for output in agen:
-        tracker.record_output(output, delta)
-        yield output
+    generator = tracker.new_generator()
+    try:
+        async for output in agen:
+            tracker.record_output(output, delta, generator)
+            yield output
+    finally:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            await aclose()  # closing our wrapper aborts vLLM's request at once
 
 
 def _wrap_generate(generate: Any) -> Any:

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
@@ -69,6 +70,7 @@ class Admitted:
     estimated: int
     tracker: RequestTracker
     n: int
+    streaming: bool = False
     done: bool = False
 
     def finish(self, status: str, disconnected: bool = False) -> None:
@@ -82,7 +84,8 @@ class Admitted:
         end = t.finished_at or time.perf_counter()
         m.requests.labels(model, self.tenant_label, status).inc()
         m.e2e.labels(model).observe(end - t.started)
-        if t.first_token_at is not None:
+        # A non-streaming answer arrives all at once at the end: its TTFT/TPOT would be meaningless.
+        if self.streaming and t.first_token_at is not None:
             m.ttft.labels(model).observe(t.first_token_at - t.started)
             per_seq = t.completion_tokens / max(1, self.n)
             if per_seq > 1:
@@ -97,6 +100,17 @@ class Admitted:
         st.spawn(st.limiter.complete(self.tenant, self.estimated, actual))
 
 
+async def _aclose(gen: Any) -> None:
+    """Close an async generator now (closing vLLM's stream aborts its engine request at once)."""
+    aclose = getattr(gen, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception as exc:  # noqa: BLE001 - a stream that fails while closing must not hide the release
+        log.warning("closing a response stream failed: %s", type(exc).__name__)
+
+
 async def _guarded_stream(gen: AsyncIterator[str], admitted: Admitted) -> AsyncGenerator[str, None]:
     completed = False
     try:
@@ -104,7 +118,10 @@ async def _guarded_stream(gen: AsyncIterator[str], admitted: Admitted) -> AsyncG
             yield chunk
         completed = True
     finally:
-        admitted.finish("200" if completed else "499", disconnected=not completed)
+        try:
+            await _aclose(gen)
+        finally:
+            admitted.finish("200" if completed else "499", disconnected=not completed)
 
 
 class _AdmittedStreamingResponse(StreamingResponse):
@@ -113,12 +130,21 @@ class _AdmittedStreamingResponse(StreamingResponse):
     def __init__(self, content: AsyncIterator[str], admitted: Admitted, headers: dict[str, str]) -> None:
         super().__init__(_guarded_stream(content, admitted), media_type="text/event-stream", headers=headers)
         self.admitted = admitted
+        self.content = content
+
+    async def close(self) -> None:
+        """Close the body (and the engine stream under it, even if the body never started); free the slot."""
+        try:
+            await _aclose(self.body_iterator)
+            await _aclose(self.content)  # an unstarted body's close does not reach the engine stream
+        finally:
+            self.admitted.finish("499", disconnected=True)  # no-op when the stream already finished
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.admitted.finish("499", disconnected=True)  # no-op when the stream already finished
+            await self.close()
 
 
 def _merge_headers(*parts: dict[str, str] | None) -> dict[str, str]:
@@ -194,7 +220,13 @@ async def serve_generation(kind: str, raw_request: Request) -> Response:
     work = asyncio.create_task(_admit_and_run(kind, request, raw_request, state, tenant, tenant_label,
                                               estimated, tracker, rl_headers))
     watch = asyncio.create_task(_listen_for_disconnect(raw_request))
-    done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this handler was cancelled (shutdown): the work must not run on unseen
+        watch.cancel()
+        work.cancel()
+        work.add_done_callback(partial(_drop_unsent, state))
+        raise
     if work in done:
         watch.cancel()
         return work.result()
@@ -205,6 +237,15 @@ async def serve_generation(kind: str, raw_request: Request) -> Response:
     except (asyncio.CancelledError, Exception):
         pass
     return Response(status_code=499)
+
+
+def _drop_unsent(state: RuntimeState, work: asyncio.Task) -> None:
+    """A response that will never be sent: close its stream and give its slot back."""
+    if work.cancelled() or work.exception() is not None:
+        return
+    result = work.result()
+    if isinstance(result, _AdmittedStreamingResponse):
+        state.spawn(result.close())
 
 
 async def _admit_and_run(kind: str, request: Any, raw_request: Request, state: RuntimeState, tenant: Any,
@@ -222,7 +263,8 @@ async def _admit_and_run(kind: str, request: Any, raw_request: Request, state: R
         state.spawn(state.limiter.complete(tenant, estimated, 0))
         raise
     n = getattr(request, "n", None) or 1
-    admitted = Admitted(state, tenant, tenant_label, estimated, tracker, n)
+    admitted = Admitted(state, tenant, tenant_label, estimated, tracker, n,
+                        streaming=bool(getattr(request, "stream", False)))
     CURRENT_TRACKER.set(tracker)
     try:
         if kind == CHAT:

@@ -41,6 +41,8 @@ def parse_request(body: bytes, model_cls: type[BaseModel]) -> BaseModel:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"Request body is not valid JSON: {exc.__class__.__name__}.",
                        code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "Request body is not valid JSON: nested too deeply.", code="invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "Request body must be a JSON object.", code="invalid_json")
     if "messages" in model_cls.model_fields:

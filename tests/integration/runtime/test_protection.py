@@ -96,6 +96,11 @@ def test_metrics_move_with_traffic(runtime_server: RuntimeServer) -> None:
     assert m("inferkube_prompt_tokens_total", tenant="main") == (
         before["inferkube_prompt_tokens_total"] + usage["prompt_tokens"])
     assert m("inferkube_completion_tokens_total", tenant="main") == before["inferkube_completion_tokens_total"] + 5
+    assert m("inferkube_time_to_first_token_seconds_count") == ttft  # non-streaming: no first-token time
+    with httpx.stream("POST", runtime_server.base_url + "/v1/completions", headers=AUTH, timeout=60,
+                      json={"model": SERVED_NAME, "prompt": "count me", "max_tokens": 5, "ignore_eos": True,
+                            "stream": True}) as s:
+        assert s.status_code == 200 and "".join(s.iter_text()).rstrip().endswith("data: [DONE]")
     assert m("inferkube_time_to_first_token_seconds_count") == ttft + 1
     text = httpx.get(runtime_server.base_url + "/metrics").text
     for name in ("inferkube_kv_cache_usage_ratio", "inferkube_queue_depth", "inferkube_requests_in_flight",

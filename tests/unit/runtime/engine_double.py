@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 from types import SimpleNamespace
 from typing import Any
 
-from inferkube.runtime.engine import CURRENT_TRACKER
+from inferkube.runtime.engine import CURRENT_TRACKER, RequestTracker
 
 
 class _Result:
@@ -32,6 +32,8 @@ class EngineDouble:
         self.fail_start = fail_start
         self.calls = 0
         self.cancelled = 0
+        self.streamed = 0  # stream tokens handed out
+        self.stream_aborted = 0  # streams closed or cancelled before their end
         self.started = asyncio.Event()
         self.stopped = False
 
@@ -56,8 +58,7 @@ class EngineDouble:
     async def models(self) -> dict:
         return {"object": "list", "data": [{"id": self.model_name, "object": "model"}]}
 
-    def _record(self, prompt_tokens: int, n_new: int, finished: bool) -> None:
-        tracker = CURRENT_TRACKER.get()
+    def _record(self, tracker: RequestTracker | None, prompt_tokens: int, n_new: int, finished: bool) -> None:
         if tracker is not None:
             out = SimpleNamespace(prompt_token_ids=list(range(prompt_tokens)), finished=finished,
                                   outputs=[SimpleNamespace(index=0, token_ids=[1] * n_new)])
@@ -70,19 +71,27 @@ class EngineDouble:
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
+        tracker = CURRENT_TRACKER.get()  # taken when the engine call starts, as vLLM's generate does
         if getattr(request, "stream", False):
-            return self._stream(kind)
-        self._record(2, self.tokens, True)
+            return self._stream(kind, tracker)
+        self._record(tracker, 2, self.tokens, True)
         return _Result({"id": "x", "object": kind, "model": self.model_name,
                         "choices": [{"index": 0, "text": "tok " * self.tokens}],
                         "usage": {"prompt_tokens": 2, "completion_tokens": self.tokens}})
 
-    async def _stream(self, kind: str) -> AsyncGenerator[str, None]:
-        for i in range(self.tokens):
-            self._record(2, 1, i == self.tokens - 1)
-            yield "data: " + json.dumps({"object": kind, "choices": [{"index": 0, "text": "tok"}]}) + "\n\n"
-            await asyncio.sleep(0)
-        yield "data: [DONE]\n\n"
+    async def _stream(self, kind: str, tracker: RequestTracker | None) -> AsyncGenerator[str, None]:
+        completed = False
+        try:
+            for i in range(self.tokens):
+                self._record(tracker, 2, 1, i == self.tokens - 1)
+                self.streamed += 1
+                yield "data: " + json.dumps({"object": kind, "choices": [{"index": 0, "text": "tok"}]}) + "\n\n"
+                await asyncio.sleep(0)
+            yield "data: [DONE]\n\n"
+            completed = True
+        finally:
+            if not completed:
+                self.stream_aborted += 1  # what vLLM does here: abort the engine request
 
     async def chat(self, request: Any, raw_request: Any) -> Any:
         return await self._serve(request, "chat.completion")

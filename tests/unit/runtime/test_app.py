@@ -153,6 +153,7 @@ def test_draining_flips_ready_and_refuses_with_503(client: TestClient) -> None:
 
 def test_metrics_count_requests_and_rejections(client: TestClient) -> None:
     client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH)  # TTFT: streams only
     client.post("/v1/chat/completions", json=CHAT)
     text = client.get("/metrics").text
     assert 'inferkube_requests_total{model="tiny",status="200",tenant="alpha"}' in text
@@ -203,3 +204,34 @@ def test_fail_closed_limiter_without_its_backend_answers_503() -> None:
         assert r.status_code == 503
         assert r.headers["Retry-After"] == "1"
         assert r.json()["error"]["code"] == "rate_limit_backend_unavailable"
+
+
+def _ttft_count(client: TestClient) -> float:
+    ttft = client.app.state.runtime.metrics.ttft
+    return sum(s.value for metric in ttft.collect() for s in metric.samples if s.name.endswith("_count"))
+
+
+def test_ttft_is_recorded_for_streams_only(client: TestClient) -> None:
+    before = _ttft_count(client)
+    r = client.post("/v1/completions", json={"model": "tiny", "prompt": "x"}, headers=AUTH)
+    assert r.status_code == 200
+    assert _ttft_count(client) == before  # the whole answer arrives at once: no meaningful first token
+    s = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "stream": True}, headers=AUTH)
+    assert s.status_code == 200
+    assert _ttft_count(client) == before + 1
+
+
+def test_deeply_nested_json_is_a_400_not_a_500() -> None:
+    app = build_app(_settings(max_body_bytes=1_000_000), EngineDouble())
+    with TestClient(app) as c:
+        _wait_ready(c)
+        r = c.post("/v1/completions", content=b"[" * 200_000, headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "invalid_json"
+
+
+def test_fail_closed_help_names_the_status_it_answers() -> None:
+    from inferkube.runtime.cli import build_serve_parser
+
+    help_text = build_serve_parser().format_help()
+    assert "refuse (503)" in help_text and "(429)" not in help_text

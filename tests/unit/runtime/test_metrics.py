@@ -56,3 +56,41 @@ def test_backend_errors_follow_the_limiter_total() -> None:
     m.sync_backend_errors(3)
     m.sync_backend_errors(5)
     assert _value(registry, contract.METRIC_RATELIMIT_BACKEND_ERRORS_TOTAL) == 5
+
+
+async def test_several_prompts_are_counted_in_full() -> None:
+    """2 prompts of 10 and 20 tokens, 16 tokens each, non-streaming (cumulative outputs): 30 in, 32 out."""
+    from types import SimpleNamespace
+
+    from vllm.sampling_params import RequestOutputKind
+
+    from inferkube.runtime.engine import CURRENT_TRACKER, RequestTracker, _wrap_generate
+
+    closed: list[int] = []
+
+    async def generate(prompt: list[int], sampling_params: object, request_id: str):
+        try:
+            for done in range(4, 17, 4):
+                yield SimpleNamespace(prompt_token_ids=prompt, finished=done == 16,
+                                      outputs=[SimpleNamespace(index=0, token_ids=[7] * done)])
+        finally:
+            closed.append(len(prompt))
+
+    params = SimpleNamespace(output_kind=RequestOutputKind.FINAL_ONLY)
+    tracker = RequestTracker()
+    token = CURRENT_TRACKER.set(tracker)
+    try:
+        observed = _wrap_generate(generate)
+        gens = [observed(list(range(p)), params, f"r{i}") for i, p in enumerate((10, 20))]
+    finally:
+        CURRENT_TRACKER.reset(token)
+    # vLLM interleaves the generators of one request.
+    for _ in range(4):
+        for gen in gens:
+            await gen.__anext__()
+    assert tracker.prompt_tokens == 30
+    assert tracker.completion_tokens == 32
+    assert tracker.finished
+    for gen in gens:
+        await gen.aclose()
+    assert sorted(closed) == [10, 20]  # closing the observer closes vLLM's generator under it
