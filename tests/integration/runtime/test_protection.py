@@ -102,6 +102,17 @@ def test_metrics_move_with_traffic(runtime_server: RuntimeServer) -> None:
                             "stream": True}) as s:
         assert s.status_code == 200 and "".join(s.iter_text()).rstrip().endswith("data: [DONE]")
     assert m("inferkube_time_to_first_token_seconds_count") == ttft + 1
+    # Several prompts in one request: every prompt's tokens count (vLLM runs one generator per prompt).
+    before = {name: m(name, tenant="main") for name in (
+        "inferkube_prompt_tokens_total", "inferkube_completion_tokens_total")}
+    r = httpx.post(runtime_server.base_url + "/v1/completions", headers=AUTH, timeout=60,
+                   json={"model": SERVED_NAME, "prompt": ["count me", "and count me too please"], "max_tokens": 5,
+                         "ignore_eos": True})
+    usage = r.json()["usage"]
+    assert usage["completion_tokens"] == 10
+    assert m("inferkube_prompt_tokens_total", tenant="main") == (
+        before["inferkube_prompt_tokens_total"] + usage["prompt_tokens"])
+    assert m("inferkube_completion_tokens_total", tenant="main") == before["inferkube_completion_tokens_total"] + 10
     text = httpx.get(runtime_server.base_url + "/metrics").text
     for name in ("inferkube_kv_cache_usage_ratio", "inferkube_queue_depth", "inferkube_requests_in_flight",
                  "inferkube_time_per_output_token_seconds_bucket", "inferkube_request_duration_seconds_bucket",
