@@ -7,7 +7,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -43,6 +45,25 @@ _BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
 _WARN_EVERY_SECONDS = 10.0
 
 
+class _MarkedDown(ConnectionError):
+    """Redis was skipped: it failed repeatedly a moment ago (nothing was sent)."""
+
+
+@dataclass(eq=False, slots=True)
+class _Ticket:
+    """One allowed request of a tenant with a concurrency limit, and the slot it holds (None: none)."""
+
+    tenant: str
+    lease: str | None
+    done: bool = False
+
+
+# The ticket of the request whose `acquire` ran last in this context. serving.py calls `complete`
+# from the same request (its tasks inherit the context), so `complete` frees exactly that
+# request's slot, and none for a request that was let in without one (fail open).
+_CURRENT: ContextVar[_Ticket | None] = ContextVar("inferkube_ratelimit_ticket", default=None)
+
+
 def tenant_keys(tenant_name: str, prefix: str = KEY_PREFIX) -> list[str]:
     """The three Redis keys of one tenant; the `{tenant}` hash tag keeps them in one Cluster slot."""
     base = f"{prefix}:{{{tenant_name}}}"
@@ -65,9 +86,10 @@ class RedisRateLimiter:
         default_tpm: int | None = None,
         default_max_concurrent: int | None = None,
         window_seconds: float = 60.0,
-        timeout_seconds: float = 0.1,
+        timeout_seconds: float = 0.5,
         lease_ttl_seconds: float = 30.0,
         reconnect_backoff_seconds: float = 0.5,
+        down_after_failures: int = 3,
         key_prefix: str = KEY_PREFIX,
         client: aioredis.Redis | None = None,
     ) -> None:
@@ -92,8 +114,11 @@ class RedisRateLimiter:
         self._prefix = key_prefix
         self._replica = uuid.uuid4().hex[:12]
         self._counter = 0
-        self._leases: dict[str, list[str]] = {}
+        self._inflight: dict[str, list[_Ticket]] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._down_after = max(1, down_after_failures)
+        self._failures_in_a_row = 0
         self._down_until = 0.0
         self._errors = 0
         self._last_warning = -_WARN_EVERY_SECONDS
@@ -114,20 +139,76 @@ class RedisRateLimiter:
 
     def leases_held(self, tenant: Tenant) -> int:
         """Concurrency leases this replica holds for `tenant`."""
-        return len(self._leases.get(tenant.name, ()))
+        return sum(1 for t in self._inflight.get(tenant.name, ()) if t.lease)
+
+    def _leases(self) -> dict[str, list[str]]:
+        return {name: [t.lease for t in tickets if t.lease] for name, tickets in self._inflight.items()}
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
-        """Run one Redis call under the time bound; raise `RedisError` (or timeout) on failure."""
+        """Run one Redis call under the time bound; raise `RedisError` (or timeout) on failure.
+
+        Redis is skipped for `reconnect_backoff_seconds` only after `down_after_failures` failures in
+        a row, so one slow answer on a busy process does not turn away the requests behind it.
+        """
         if time.monotonic() < self._down_until:
             if asyncio.iscoroutine(awaitable):
                 awaitable.close()
-            raise ConnectionError("redis marked down after a recent failure")
+            raise _MarkedDown("redis marked down after repeated failures")
         try:
             async with asyncio.timeout(self._timeout):
-                return await awaitable
+                result = await awaitable
         except _BACKEND_ERRORS:
-            self._down_until = time.monotonic() + self._backoff
+            self._failures_in_a_row += 1
+            if self._failures_in_a_row >= self._down_after:
+                self._down_until = time.monotonic() + self._backoff
             raise
+        self._failures_in_a_row = 0
+        return result
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _forget_lease(self, tenant_name: str, lease: str) -> None:
+        """Remove `lease` after a call that failed midway: Redis may still apply it late.
+
+        Without this a late-applied acquire holds a slot nobody renews or frees for `lease_ttl`.
+        Runs twice (the late script may land after the first removal), bounded, never raises.
+        """
+        keys = tenant_keys(tenant_name, self._prefix)
+        args: list[Any] = ["complete", 0, 0, self._window_ms, lease]
+        removed = 0
+        for delay in (self._timeout, 2 * self._timeout, 4 * self._timeout, 8 * self._timeout):
+            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._script(keys=keys, args=args)
+            except _BACKEND_ERRORS:
+                continue
+            removed += 1
+            if removed == 2:
+                return
+
+    def _claim(self, tenant_name: str) -> _Ticket | None:
+        """Take the completing request's ticket: this context's own, else (unknown caller) any."""
+        tickets = self._inflight.get(tenant_name)
+        if not tickets:
+            return None
+        ticket = _CURRENT.get()
+        if ticket is None or ticket.done or ticket.tenant != tenant_name or ticket not in tickets:
+            # No way to tell which request ends: free a slot-less one first (never under-enforce).
+            ticket = next((t for t in reversed(tickets) if t.lease is None), tickets[-1])
+        tickets.remove(ticket)
+        if not tickets:
+            self._inflight.pop(tenant_name, None)
+        ticket.done = True
+        return ticket
+
+    def _admit(self, tenant_name: str, lease: str | None) -> None:
+        ticket = _Ticket(tenant_name, lease)
+        self._inflight.setdefault(tenant_name, []).append(ticket)
+        _CURRENT.set(ticket)
 
     def _backend_failed(self, what: str, exc: BaseException) -> None:
         self._errors += 1
@@ -141,6 +222,7 @@ class RedisRateLimiter:
 
     async def acquire(self, tenant: Tenant, estimated_tokens: int) -> RateLimitDecision:
         """Take one request, `estimated_tokens` tokens and a concurrency slot, or say why not."""
+        _CURRENT.set(None)
         limits = self.limits_for(tenant)
         if limits.unlimited:
             return RateLimitDecision(allowed=True)
@@ -155,7 +237,11 @@ class RedisRateLimiter:
             reply = await self._call(self._script(keys=tenant_keys(tenant.name, self._prefix), args=args))
         except _BACKEND_ERRORS as exc:
             self._backend_failed("acquire", exc)
+            if maxc and not isinstance(exc, _MarkedDown):
+                self._spawn(self._forget_lease(tenant.name, lease))
             if self.fail_open:
+                if maxc:
+                    self._admit(tenant.name, None)  # let in without a slot: its complete frees none
                 return RateLimitDecision(
                     allowed=True,
                     reason=REASON_BACKEND_UNAVAILABLE,
@@ -177,7 +263,7 @@ class RedisRateLimiter:
         )
         if allowed:
             if maxc:
-                self._leases.setdefault(tenant.name, []).append(lease)
+                self._admit(tenant.name, lease)
                 self._ensure_renewer()
             return RateLimitDecision(allowed=True, headers=headers)
         if code == 4:
@@ -195,9 +281,8 @@ class RedisRateLimiter:
     async def complete(self, tenant: Tenant, estimated_tokens: int, actual_tokens: int) -> None:
         """Refund or charge the difference between estimated and actual tokens; free the slot."""
         limits = self.limits_for(tenant)
-        # Leases of one tenant on one replica are interchangeable: release any one of them.
-        held = self._leases.get(tenant.name)
-        lease = held.pop() if held else ""
+        ticket = self._claim(tenant.name)
+        lease = ticket.lease if ticket is not None and ticket.lease else ""
         tpm = limits.tokens_per_minute or 0
         delta = max(0, int(estimated_tokens)) - max(0, int(actual_tokens)) if tpm else 0
         if not lease and not delta:
@@ -206,8 +291,10 @@ class RedisRateLimiter:
         try:
             await self._call(self._script(keys=tenant_keys(tenant.name, self._prefix), args=args))
         except _BACKEND_ERRORS as exc:
-            # The lease (if any) is no longer renewed and expires by itself after lease_ttl.
+            # The lease (if any) is no longer renewed; it expires after lease_ttl unless removed sooner.
             self._backend_failed("complete", exc)
+            if lease:
+                self._spawn(self._forget_lease(tenant.name, lease))
 
     def _ensure_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():
@@ -218,9 +305,8 @@ class RedisRateLimiter:
     async def renew_leases(self) -> int:
         """Extend every lease this replica still holds; returns how many were extended."""
         renewed = 0
-        for name, leases in list(self._leases.items()):
+        for name, leases in self._leases().items():
             if not leases:
-                self._leases.pop(name, None)
                 continue
             args: list[Any] = ["renew", self._lease_ttl_ms, *leases]
             try:
@@ -232,7 +318,7 @@ class RedisRateLimiter:
 
     async def _renew_forever(self) -> None:
         interval = self._lease_ttl_ms / 1000 / 3
-        while any(self._leases.values()):
+        while any(t.lease for tickets in self._inflight.values() for t in tickets):
             await asyncio.sleep(interval)
             await self.renew_leases()
 
@@ -243,5 +329,9 @@ class RedisRateLimiter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
+        for task in list(self._background):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()

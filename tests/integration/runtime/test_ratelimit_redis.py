@@ -13,9 +13,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from inferkube.runtime.tenancy import Tenant, build_rate_limiter
 from inferkube.runtime.tenancy.redis_limiter import RedisRateLimiter, tenant_keys
@@ -246,7 +248,10 @@ async def test_fail_open_and_fail_closed_when_redis_stops(
         assert opened.allowed and opened.reason == "backend_unavailable"
         assert not closed.allowed and closed.reason == "backend_unavailable" and closed.retry_after == 1.0
     assert open_lim.backend_errors == 3 and closed_lim.backend_errors == 3
-    await open_lim.complete(tenant, 1, 1)  # a failed release is counted, never raised
+    for _ in range(3):  # let in without a slot: their ends free nothing and need no Redis
+        await open_lim.complete(tenant, 1, 1)
+    assert open_lim.backend_errors == 3
+    await open_lim.complete(tenant, 1, 1)  # the first request's slot: a failed release is counted, never raised
     assert open_lim.backend_errors == 4
 
     own_redis.start()  # same port: both limiters recover once the back-off has passed
@@ -272,7 +277,8 @@ async def test_unresponsive_redis_never_stalls_a_request(make_limiter: Factory) 
 
     acceptor = asyncio.create_task(accept_forever())
     try:
-        lim = make_limiter(f"redis://127.0.0.1:{port}/0", fail_open=False, reconnect_backoff_seconds=0.0)
+        lim = make_limiter(f"redis://127.0.0.1:{port}/0", fail_open=False, reconnect_backoff_seconds=0.0,
+                           timeout_seconds=0.1)
         tenant = Tenant("t", requests_per_minute=10)
         for _ in range(3):
             started = time.monotonic()
@@ -287,3 +293,128 @@ async def test_unresponsive_redis_never_stalls_a_request(make_limiter: Factory) 
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+_BUSY_LUA = """
+local t0 = redis.call('TIME')
+local start = tonumber(t0[1]) * 1000 + tonumber(t0[2]) / 1000
+while true do
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000 - start >= tonumber(ARGV[1]) then return 1 end
+end
+"""
+
+
+class FlakyRedis(aioredis.Redis):
+    """A real client whose next `fail_next` script calls fail before reaching Redis, or answer `delay` late."""
+
+    fail_next = 0
+    delay = 0.0
+    calls = 0
+
+    async def evalsha(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.calls += 1
+        if self.fail_next:
+            self.fail_next -= 1
+            raise redis.ConnectionError("injected: connection dropped")
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return await super().evalsha(*args, **kwargs)
+
+
+def flaky_limiter(server: RedisServer, fail_open: bool, **options: Any) -> tuple[RedisRateLimiter, FlakyRedis]:
+    client = FlakyRedis.from_url(server.url)
+    return RedisRateLimiter(server.url, fail_open=fail_open, client=client, **options), client
+
+
+async def _one_request(lim: RedisRateLimiter, tenant: Tenant, admitted: asyncio.Event,
+                       finish: asyncio.Event) -> bool:
+    """What serving does per request, in its own task: acquire, run until `finish`, complete."""
+    decision = await lim.acquire(tenant, 1)
+    if not decision.allowed:
+        return False
+    admitted.set()
+    await finish.wait()
+    await lim.complete(tenant, 1, 1)
+    return True
+
+
+async def test_request_let_in_without_a_slot_does_not_free_another_requests_slot(
+    redis_server: RedisServer, name: str
+) -> None:
+    lim, client = flaky_limiter(redis_server, fail_open=True)
+    tenant = Tenant(name, max_concurrent=1)
+    try:
+        a_in, a_done = asyncio.Event(), asyncio.Event()
+        a = asyncio.create_task(_one_request(lim, tenant, a_in, a_done))
+        await a_in.wait()
+        client.fail_next = 1  # Redis hiccups for request B only: fail open, B runs without a slot
+        b_in, b_done = asyncio.Event(), asyncio.Event()
+        b_done.set()
+        assert await asyncio.create_task(_one_request(lim, tenant, b_in, b_done))
+        # B has ended; A is still running and still holds the tenant's only slot.
+        refused = await lim.acquire(tenant, 1)
+        assert not refused.allowed and refused.reason == "concurrency"
+        a_done.set()
+        assert await a
+        assert (await lim.acquire(tenant, 1)).allowed
+        await lim.complete(tenant, 1, 1)
+        sync = redis_server.client()
+        assert sync.zcard(tenant_keys(name)[2]) == 0 and lim.leases_held(tenant) == 0
+        sync.close()
+    finally:
+        await lim.close()
+
+
+async def test_one_failed_call_does_not_mark_redis_down(redis_server: RedisServer, name: str) -> None:
+    lim, client = flaky_limiter(redis_server, fail_open=False)
+    tenant = Tenant(name, requests_per_minute=100)
+    try:
+        client.fail_next = 1
+        assert (await lim.acquire(tenant, 1)).reason == "backend_unavailable"
+        assert (await lim.acquire(tenant, 1)).allowed  # the next request goes straight to Redis again
+        client.fail_next = 3
+        for _ in range(3):
+            assert (await lim.acquire(tenant, 1)).reason == "backend_unavailable"
+        calls = client.calls
+        # Three failures in a row: Redis is skipped for the back-off, without a round trip.
+        assert (await lim.acquire(tenant, 1)).reason == "backend_unavailable"
+        assert client.calls == calls
+    finally:
+        await lim.close()
+
+
+async def test_default_bound_tolerates_a_slow_answer(redis_server: RedisServer, name: str) -> None:
+    lim, client = flaky_limiter(redis_server, fail_open=False)
+    client.delay = 0.3  # a busy API process answers late, yet well within the default 0.5 s
+    try:
+        assert (await lim.acquire(Tenant(name, requests_per_minute=100), 1)).allowed
+        assert lim.backend_errors == 0
+    finally:
+        await lim.close()
+
+
+async def test_timed_out_acquire_applied_late_does_not_lock_the_tenant_out(
+    redis_server: RedisServer, make_limiter: Factory, name: str
+) -> None:
+    lim = make_limiter(redis_server.url, fail_open=False, timeout_seconds=0.1)
+    tenant = Tenant(name, max_concurrent=1)
+    assert (await lim.acquire(Tenant(name + "-warm", max_concurrent=1), 1)).allowed  # connection is open
+    sync = redis_server.client()
+    # Another client's slow script blocks Redis for 0.4 s: our acquire gives up after 0.1 s, but
+    # Redis already holds it and runs it once the slow script ends.
+    busy = asyncio.create_task(asyncio.to_thread(sync.eval, _BUSY_LUA, 0, 400))
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    assert (await lim.acquire(tenant, 1)).reason == "backend_unavailable"
+    assert time.monotonic() - started < 0.3
+    await busy
+    assert sync.zcard(tenant_keys(name)[2]) == 1  # the late script took a slot nobody will free
+    # The late script did take a slot; the limiter removes it instead of leaving it for the 30 s TTL.
+    deadline = time.monotonic() + 5
+    while not (decision := await lim.acquire(tenant, 1)).allowed:
+        assert decision.reason in ("concurrency", "backend_unavailable")
+        assert time.monotonic() < deadline, "the timed-out request's slot was never freed"
+        await asyncio.sleep(0.1)
+    await lim.complete(tenant, 1, 1)
+    sync.close()
