@@ -8,9 +8,6 @@ from pydantic import Field
 
 from inferkube.api.spec import ApiModel
 
-ConditionType = Literal[
-    "Ready", "ModelCached", "Available", "Progressing", "Degraded", "MonitoringReady", "AutoscalerReady"
-]
 Phase = Literal["Pending", "CachingModel", "Scheduling", "LoadingModel", "Ready", "Degraded", "Failed"]
 
 
