@@ -41,8 +41,14 @@ TENANTS_FILE_KEY = "tenants.yaml"     # key inside the API-key Secret
 SHM_MOUNT_PATH = "/dev/shm"
 DOWNLOAD_MANIFEST_FILE = ".inferkube-manifest.json"  # written by the downloader into the cache dir
 ENV_PREFIX = "INFERKUBE_"
+# Downloader progress lines (stdout, JSON) and its termination message; the operator reads them.
+DOWNLOAD_EVENT_PROGRESS = "progress"
+DOWNLOAD_EVENT_DONE = "done"
+DOWNLOAD_EVENT_FAILED = "failed"
 
 # --- Metrics the runtime exports (stable names; the HPA scales on the first two) -------------
+# ServiceMonitor.targetLabels copies the Service's LABEL_ISVC onto every series, sanitised like this.
+METRIC_LABEL_ISVC = LABEL_ISVC.replace(".", "_").replace("/", "_").replace("-", "_")
 METRIC_QUEUE_DEPTH = "inferkube_queue_depth"                  # gauge: admitted, waiting for engine
 METRIC_KV_CACHE_USAGE = "inferkube_kv_cache_usage_ratio"      # gauge 0..1
 METRIC_REQUESTS_IN_FLIGHT = "inferkube_requests_in_flight"    # gauge

@@ -13,10 +13,9 @@ from inferkube.operator.builders import common
 from inferkube.operator.builders.common import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
-# Progress lines the downloader prints (runtime/download/progress.py defines the same contract).
-EVENT_PROGRESS = "progress"
-EVENT_DONE = "done"
-EVENT_FAILED = "failed"
+EVENT_PROGRESS = contract.DOWNLOAD_EVENT_PROGRESS
+EVENT_DONE = contract.DOWNLOAD_EVENT_DONE
+EVENT_FAILED = contract.DOWNLOAD_EVENT_FAILED
 
 
 @dataclass

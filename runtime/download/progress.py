@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from inferkube.api import contract
+
 # --- Event names (the "event" field) --------------------------------------------------------
-EVENT_PROGRESS = "progress"
-EVENT_DONE = "done"
-EVENT_FAILED = "failed"
+EVENT_PROGRESS = contract.DOWNLOAD_EVENT_PROGRESS
+EVENT_DONE = contract.DOWNLOAD_EVENT_DONE
+EVENT_FAILED = contract.DOWNLOAD_EVENT_FAILED
 
 # --- Failure reasons (the "reason" field of a failed event) -----------------------------------
 REASON_CHECKSUM_MISMATCH = "ChecksumMismatch"  # a sha256 (archive or Hub LFS file) did not match

@@ -25,7 +25,7 @@ def build_scaledobject(
     """ScaledObject scaling the Deployment; thresholds are per replica, like the HPA's targets."""
     auto = spec.autoscaling
     assert auto is not None, "build_scaledobject needs spec.autoscaling"
-    where = f'namespace="{meta.namespace}",{contract.LABEL_ISVC.replace(".", "_").replace("/", "_").replace("-", "_")}="{meta.name}"'
+    where = f'namespace="{meta.namespace}",{contract.METRIC_LABEL_ISVC}="{meta.name}"'
     triggers = []
     if auto.target_queue_depth is not None:
         query = f"sum({contract.METRIC_QUEUE_DEPTH}{{{where}}})"

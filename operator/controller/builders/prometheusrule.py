@@ -10,9 +10,6 @@ from inferkube.operator.builders import common
 from inferkube.operator.builders.common import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
-# ServiceMonitor.targetLabels copies the Service's InferenceService label onto every series, sanitised.
-TARGET_LABEL = contract.LABEL_ISVC.replace(".", "_").replace("/", "_").replace("-", "_")
-
 
 def _alert(name: str, expr: str, duration: str, severity: str, summary: str, meta: ServiceMeta) -> dict[str, Any]:
     """One alerting rule labelled with the InferenceService it is about."""
@@ -29,7 +26,7 @@ def build_prometheusrule(
     spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSettings, observed: Observed
 ) -> dict[str, Any]:
     """Alerts: replicas down, error rate, queue backing up, KV cache saturated, rate-limit backend failing."""
-    sel = f'namespace="{meta.namespace}",{TARGET_LABEL}="{meta.name}"'
+    sel = f'namespace="{meta.namespace}",{contract.METRIC_LABEL_ISVC}="{meta.name}"'
     queue_limit = 2 * (spec.autoscaling.target_queue_depth if spec.autoscaling and spec.autoscaling.target_queue_depth
                        else 8)
     requests = contract.METRIC_REQUESTS_TOTAL
