@@ -39,6 +39,7 @@ demo: venv
 
 lint: venv
 	$(VENV)/bin/ruff check operator runtime tests benchmarks
+	$(VENV)/bin/mypy
 
 crd: venv
 	$(VENV)/bin/inferkube crd -o crds

@@ -81,17 +81,17 @@ def exec_form(args: str) -> list[str]:
 
 
 def console_script_target(script: str) -> Path:
-    """The source file a [project.scripts] entry points at, through setuptools' package-dir."""
+    """The source file a [project.scripts] entry points at: its module path below one of the source roots."""
     target = PYPROJECT["project"]["scripts"][script]
     module, _, _ = target.partition(":")
-    package_dir = PYPROJECT["tool"]["setuptools"]["package-dir"]
-    for package, folder in sorted(package_dir.items(), key=lambda kv: -len(kv[0])):
-        if module == package or module.startswith(package + "."):
-            rest = module[len(package) :].lstrip(".").split(".") if module != package else []
-            base = REPO / folder
-            candidate = base.joinpath(*rest)
-            return candidate / "__init__.py" if candidate.is_dir() else candidate.with_suffix(".py")
-    raise AssertionError(f"{module} is not under any package-dir mapping")
+    roots = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["where"]
+    for root in roots:
+        candidate = REPO / root / Path(*module.split("."))
+        if candidate.with_suffix(".py").is_file():
+            return candidate.with_suffix(".py")
+        if (candidate / "__init__.py").is_file():
+            return candidate / "__init__.py"
+    raise AssertionError(f"{module} is not below any source root {roots}")
 
 
 def dockerignore_patterns() -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 IntOrString = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
@@ -370,7 +370,7 @@ class ProbesSpec(ApiModel):
     )
 
 
-def _spec_rules() -> list[dict[str, str]]:
+def _spec_rules() -> list[JsonValue]:
     """CEL rules across spec fields."""
     return [
         {

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from inferkube.api.spec import ApiModel
 
+ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal["Pending", "CachingModel", "Scheduling", "LoadingModel", "Ready", "Degraded", "Failed"]
 
 
@@ -17,7 +18,7 @@ class Condition(ApiModel):
     model_config = ApiModel.model_config | {"frozen": False}
 
     type: str = Field(description="Condition type: Ready, ModelCached, Available, Progressing, Degraded, MonitoringReady.")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(description="One CamelCase word for machines (e.g. ReplicaFailure, Downloading).")
     message: str = Field(default="", description="What happened, for humans.")
     last_transition_time: str | None = Field(

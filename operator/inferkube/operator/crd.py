@@ -41,7 +41,7 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
     if "anyOf" in node:
         branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
         if node.get("x-kubernetes-int-or-string"):
-            string_branch = next((b for b in branches if b.get("type") == "string"), {})
+            string_branch: dict[str, Any] = next((b for b in branches if b.get("type") == "string"), {})
             if "pattern" in string_branch:
                 node.setdefault("pattern", string_branch["pattern"])
             node["anyOf"] = [{"type": "integer"}, {"type": "string"}]

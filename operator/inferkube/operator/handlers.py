@@ -72,7 +72,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(contract.GROUP, contract.VERSION, contract.PLURAL)
-async def inference_service_event(event: dict[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def inference_service_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An InferenceService appeared, changed or went away."""
     key = memo.world.observe_service(event.get("type"), dict(body))
     if key is not None:
@@ -83,7 +83,7 @@ def _child_handler(group: str, version: str, plural: str) -> None:
     """Register one watch on managed children of a kind."""
 
     @kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")
-    async def child_event(event: dict[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    async def child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         key = memo.world.observe_child(event.get("type"), dict(body))
         if key is not None:
             memo.reconciler.schedule(key)
@@ -95,7 +95,7 @@ for _group, _version, _plural in WATCHED_RESOURCES:
 
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions",
                when=lambda name, **_: name in OPTIONAL_APIS)
-async def optional_api_event(event: dict[str, Any], name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def optional_api_event(event: kopf.RawEvent, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The Prometheus Operator or KEDA CRD appeared or went away: reconcile everything."""
     if memo.world.observe_crd(event.get("type"), name, dict(body)):
         memo.reconciler.schedule_all()

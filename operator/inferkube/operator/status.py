@@ -8,7 +8,7 @@ from typing import Any
 
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
-from inferkube.api.status import CacheStatus, Condition, InferenceServiceStatus
+from inferkube.api.status import CacheStatus, Condition, ConditionStatus, InferenceServiceStatus
 from inferkube.operator.builders import common
 from inferkube.operator.builders.common import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
@@ -107,7 +107,7 @@ def cache_status(
     job = children.get("Job", common.download_job_name(meta, key))
     state = job_state(job)
     out = CacheStatus(
-        phase=state,  # type: ignore[arg-type]
+        phase=state,  # type: ignore[arg-type]  # job_state returns one of the CacheStatus phases as a plain str
         claim_name=common.cache_claim_name(spec, meta),
         retained=spec.cache.reclaim_policy == "Retain",
         key=key,
@@ -175,7 +175,7 @@ def compute_status(
     conditions: list[Condition] = []
 
     def cond(ctype: str, ok: bool | None, reason: str, message: str = "") -> None:
-        status = "Unknown" if ok is None else ("True" if ok else "False")
+        status: ConditionStatus = "Unknown" if ok is None else ("True" if ok else "False")
         conditions.append(Condition(type=ctype, status=status, reason=reason, message=message,
                                     observed_generation=generation))
 
@@ -253,6 +253,7 @@ def compute_status(
         phase, detail = "Ready", "scaled to zero"
     else:
         phase, detail = _pods_phase(children.all("Pod"))
+    ready_cond: tuple[ConditionStatus, str, str]
     if is_ready or (deployment is not None and desired == 0):
         ready_cond = ("True", "Ready", f"{ready}/{replicas} replicas ready; serving {common.served_model_name(spec, meta)}")
     else:
@@ -261,7 +262,7 @@ def compute_status(
                                    observed_generation=generation))
     return InferenceServiceStatus(
         observed_generation=generation,
-        phase=phase,  # type: ignore[arg-type]
+        phase=phase,  # type: ignore[arg-type]  # every branch above assigns a Phase literal; mypy widens it to str
         phase_detail=detail,
         conditions=conditions,
         replicas=replicas,

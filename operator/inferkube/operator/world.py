@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -215,7 +215,7 @@ class Reconciler:
         if self._invalid.get(key) != (generation, message):
             self._invalid[key] = (generation, message)
             log.error("InferenceService %s/%s: %s: %s", *key, reason, message)
-            kopf.event(body, type="Warning", reason=reason, message=message)
+            kopf.event(kopf.Body(cast(kopf.RawBody, body)), type="Warning", reason=reason, message=message)
 
     def _remember(self, written: dict[str, Any]) -> None:
         """Feed our own write's response into the world, so the next reconcile does not write it again."""

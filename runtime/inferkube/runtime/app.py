@@ -130,7 +130,7 @@ def _install_openapi(app: FastAPI) -> None:
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI documents replacing app.openapi to customise the schema
 
 
 def _body_spec(kind: str) -> dict[str, Any]:

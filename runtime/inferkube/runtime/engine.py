@@ -230,7 +230,7 @@ class VLLMEngine:
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
-        req = CompletionRequest(model=self.model_name, prompt="warm up", max_tokens=1)
+        req = CompletionRequest(model=self.model_name, prompt="warm up", max_tokens=1, seed=None)
         result = await self._state.openai_serving_completion.create_completion(req, None)
         if isinstance(result, ErrorResponse):
             raise RuntimeError(f"warm-up failed: {result.error.message}")

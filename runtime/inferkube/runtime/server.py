@@ -30,7 +30,7 @@ class DrainingServer(uvicorn.Server):
         self._drain_started = False
         self._drain_task: asyncio.Task[None] | None = None
 
-    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
+    async def serve(self, sockets: list | None = None) -> None:
         """Remember the loop (signal handlers schedule the drain on it), then serve."""
         self._loop = asyncio.get_running_loop()
         self.state.on_fatal = self._fatal

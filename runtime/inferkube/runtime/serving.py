@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from inferkube.runtime.engine import CURRENT_TRACKER, RequestTracker
 from inferkube.runtime.errors import ApiError, error_body, error_response
@@ -42,7 +43,7 @@ LARGE_BODY_BYTES = 32_768
 COMPLETION = "completion"
 
 
-def request_model(kind: str) -> type:
+def request_model(kind: str) -> type[BaseModel]:
     """vLLM's own request model for `kind` (chat or completion)."""
     if kind == CHAT:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest

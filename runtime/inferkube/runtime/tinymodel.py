@@ -104,7 +104,7 @@ def _write_model(out: Path, vocab_size: int, bos_id: int, eos_id: int, pad_id: i
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(_SEED)
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+        model = LlamaForCausalLM(config).to(torch.bfloat16)  # type: ignore[arg-type]  # transformers types .to() as its device-map wrapper; a dtype is valid
     finally:
         torch.random.set_rng_state(state)
     model.save_pretrained(str(out), safe_serialization=True)

@@ -29,7 +29,7 @@ class _UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> None:  # type: ignore[override]  # argparse types error() as NoReturn; raising is what it wants
         raise _UsageError(message)
 
 

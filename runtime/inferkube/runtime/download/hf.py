@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from inferkube.runtime.download.errors import (
     ChecksumMismatch,
@@ -38,6 +39,12 @@ class HubPlan:
 
     commit: str
     files: list[HubFile]
+
+
+def _lfs_sha256(sibling: Any) -> str | None:
+    """The sha256 the Hub lists for an LFS file (None for a plain git file)."""
+    lfs = sibling.lfs
+    return lfs.sha256 if lfs is not None else None
 
 
 def _translate(exc: BaseException, repo_id: str, revision: str | None) -> DownloadError | None:
@@ -86,8 +93,7 @@ def resolve_plan(repo_id: str, revision: str | None, *, token: str | None, endpo
     info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=timeout)
     siblings = {s.rfilename: s for s in (info.siblings or [])}
     wanted = list(filter_repo_objects(siblings.keys(), allow_patterns=allow, ignore_patterns=ignore))
-    files = [HubFile(path=name, size=siblings[name].size,
-                     sha256=siblings[name].lfs.sha256 if siblings[name].lfs else None) for name in wanted]
+    files = [HubFile(path=name, size=siblings[name].size, sha256=_lfs_sha256(siblings[name])) for name in wanted]
     if not info.sha:
         raise InvalidSource(f"hf://{repo_id}: the Hub did not return a commit for revision {revision!r}")
     return HubPlan(commit=info.sha, files=files)

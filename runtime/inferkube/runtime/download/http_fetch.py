@@ -93,7 +93,7 @@ def _one_attempt(client: httpx.Client, url: str, part: Path, state: ProgressStat
         part.unlink()
         have = 0
     headers = {"Accept-Encoding": "identity"}
-    if have:
+    if have and validator:
         headers["Range"] = f"bytes={have}-"
         headers["If-Range"] = validator
     received = 0
