@@ -18,7 +18,6 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_VERSION = "app.kubernetes.io/version"
 # Children carry this instead of app.kubernetes.io/instance: Argo CD tracks apps by that label by
 # default and would prune children that carry an instance label it does not own.
 LABEL_ISVC = "serving.inferkube.dev/inferenceservice"
@@ -41,10 +40,21 @@ TENANTS_FILE_KEY = "tenants.yaml"     # key inside the API-key Secret
 SHM_MOUNT_PATH = "/dev/shm"
 DOWNLOAD_MANIFEST_FILE = ".inferkube-manifest.json"  # written by the downloader into the cache dir
 ENV_PREFIX = "INFERKUBE_"
-# Downloader progress lines (stdout, JSON) and its termination message; the operator reads them.
-DOWNLOAD_EVENT_PROGRESS = "progress"
-DOWNLOAD_EVENT_DONE = "done"
-DOWNLOAD_EVENT_FAILED = "failed"
+# Downloader reports: JSON lines on stdout and one final object as the termination message; the
+# operator reads them into status.cache. The "event" key names one of the three events below.
+DOWNLOAD_KEY_EVENT = "event"
+DOWNLOAD_EVENT_PROGRESS = "progress"   # keys: bytesDone, bytesTotal, filesDone, filesTotal
+DOWNLOAD_EVENT_DONE = "done"           # keys: revision, bytes, files
+DOWNLOAD_EVENT_FAILED = "failed"       # keys: reason, message
+DOWNLOAD_KEY_BYTES_DONE = "bytesDone"
+DOWNLOAD_KEY_BYTES_TOTAL = "bytesTotal"
+DOWNLOAD_KEY_FILES_DONE = "filesDone"
+DOWNLOAD_KEY_FILES_TOTAL = "filesTotal"
+DOWNLOAD_KEY_REVISION = "revision"
+DOWNLOAD_KEY_BYTES = "bytes"           # done: bytes in the finished directory
+DOWNLOAD_KEY_FILES = "files"           # done: files in the finished directory
+DOWNLOAD_KEY_REASON = "reason"
+DOWNLOAD_KEY_MESSAGE = "message"
 
 # --- Metrics the runtime exports (stable names; the HPA scales on the first two) -------------
 # ServiceMonitor.targetLabels copies the Service's LABEL_ISVC onto every series, sanitised like this.

@@ -10,6 +10,7 @@ from inferkube.api.spec import ApiModel
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal["Pending", "CachingModel", "Scheduling", "LoadingModel", "Ready", "Degraded", "Failed"]
+CachePhase = Literal["Pending", "Downloading", "Ready", "Failed", "NotUsed"]
 
 
 class Condition(ApiModel):
@@ -17,7 +18,8 @@ class Condition(ApiModel):
 
     model_config = ApiModel.model_config | {"frozen": False}
 
-    type: str = Field(description="Condition type: Ready, ModelCached, Available, Progressing, Degraded, MonitoringReady.")
+    type: str = Field(description="Condition type: Ready, ModelCached, Available, Progressing, Degraded, MonitoringReady, "
+                      "AutoscalerReady.")
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(description="One CamelCase word for machines (e.g. ReplicaFailure, Downloading).")
     message: str = Field(default="", description="What happened, for humans.")
@@ -32,7 +34,7 @@ class CacheStatus(ApiModel):
 
     model_config = ApiModel.model_config | {"frozen": False}
 
-    phase: Literal["Pending", "Downloading", "Ready", "Failed", "NotUsed"] = Field(
+    phase: CachePhase = Field(
         description="Pending, Downloading, Ready, Failed, or NotUsed (cache off or pvc:// source)."
     )
     claim_name: str | None = Field(default=None, description="The PersistentVolumeClaim holding the cache.")

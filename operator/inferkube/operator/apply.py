@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import kubernetes
@@ -17,42 +18,25 @@ import urllib3
 from kubernetes.client.rest import ApiException
 
 from inferkube.api import contract
+from inferkube.operator import kinds
 
-# kind -> (API path prefix, plural). The operator only writes these kinds.
-RESOURCES: dict[str, tuple[str, str]] = {
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "Service": ("/api/v1", "services"),
-    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
-    "Job": ("/apis/batch/v1", "jobs"),
-    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
-    "ServiceMonitor": ("/apis/monitoring.coreos.com/v1", "servicemonitors"),
-    "PrometheusRule": ("/apis/monitoring.coreos.com/v1", "prometheusrules"),
-    "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
-    contract.KIND: (f"/apis/{contract.GROUP}/{contract.VERSION}", contract.PLURAL),
-}
+UNREACHABLE = 0  # the status of an ApiError when no HTTP answer came back (refused, reset, timed out)
+TRANSIENT_STATUSES = (UNREACHABLE, HTTPStatus.CONFLICT, HTTPStatus.TOO_MANY_REQUESTS)  # and every 5xx
 
 
-# What the operator watches (children carrying its managed-by label, and their pods): group, version, plural.
-WATCHED_RESOURCES = [
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("", "v1", "persistentvolumeclaims"),
-    ("batch", "v1", "jobs"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("", "v1", "pods"),
-    ("monitoring.coreos.com", "v1", "servicemonitors"),
-    ("monitoring.coreos.com", "v1", "prometheusrules"),
-    ("keda.sh", "v1alpha1", "scaledobjects"),
-]
+class ApiError(Exception):
+    """The API server answered a call with an HTTP error (status 0: it could not be reached)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-class TransientApiError(Exception):
+class TransientApiError(ApiError):
     """The API server failed in a way worth retrying (5xx, 409 conflict, 429, timeout)."""
 
 
-class PermanentApiError(Exception):
+class PermanentApiError(ApiError):
     """The API server rejected a write for good (e.g. 422: the body is invalid)."""
 
 
@@ -66,8 +50,8 @@ class OwnerRef:
     def as_dict(self) -> dict[str, Any]:
         """A controller ownerReference; blockOwnerDeletion makes foreground deletion wait for children."""
         return {
-            "apiVersion": f"{contract.GROUP}/{contract.VERSION}",
-            "kind": contract.KIND,
+            "apiVersion": kinds.INFERENCE_SERVICE.api_version,
+            "kind": kinds.INFERENCE_SERVICE.kind,
             "name": self.name,
             "uid": self.uid,
             "controller": True,
@@ -82,8 +66,8 @@ def adopt(body: dict[str, Any], owner: OwnerRef) -> dict[str, Any]:
 
 def object_path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
     """REST path of a namespaced object (or its collection when name is None)."""
-    prefix, plural = RESOURCES[kind]
-    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    known = kinds.KINDS[kind]
+    path = f"{known.path_prefix}/namespaces/{namespace}/{known.plural}"
     if name:
         path += f"/{name}"
     if subresource:
@@ -91,7 +75,7 @@ def object_path(kind: str, namespace: str, name: str | None = None, subresource:
     return path
 
 
-def _classify(status: int, reason: Any, body: Any) -> Exception:
+def _classify(status: int, reason: Any, body: Any) -> ApiError:
     """Map an HTTP failure onto transient (retry with backoff) or permanent (report, do not retry)."""
     detail = body if isinstance(body, str) else str(reason)
     try:
@@ -99,9 +83,9 @@ def _classify(status: int, reason: Any, body: Any) -> Exception:
     except (ValueError, AttributeError):
         pass
     message = f"{status} {reason}: {detail}"
-    if status >= 500 or status in (0, 409, 429):
-        return TransientApiError(message)
-    return PermanentApiError(message)
+    if status >= 500 or status in TRANSIENT_STATUSES:
+        return TransientApiError(status, message)
+    return PermanentApiError(status, message)
 
 
 class KubeWriter:
@@ -127,7 +111,7 @@ class KubeWriter:
         except ApiException as exc:
             raise _classify(exc.status or 0, exc.reason, exc.body) from None
         except (OSError, TimeoutError, urllib3.exceptions.HTTPError) as exc:  # refused, reset, timed out
-            raise TransientApiError(f"API server unreachable: {exc}") from None
+            raise TransientApiError(UNREACHABLE, f"API server unreachable: {exc}") from None
         data = response.data.decode("utf-8", "replace") if response.data else ""
         if not 200 <= response.status < 300:
             raise _classify(response.status, response.reason, data)
@@ -151,15 +135,15 @@ class KubeWriter:
         try:
             await asyncio.to_thread(self._call, "POST", path, body, "application/json",
                                     [("fieldManager", contract.FIELD_MANAGER)])
-        except TransientApiError as exc:
-            if str(exc).startswith("409"):
+        except ApiError as exc:
+            if exc.status == HTTPStatus.CONFLICT:  # it exists already
                 return False
             raise
         return True
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the InferenceService's status subresource; the updated object."""
-        path = object_path(contract.KIND, namespace, name, "status")
+        path = object_path(kinds.INFERENCE_SERVICE.kind, namespace, name, "status")
         return await asyncio.to_thread(
             self._call, "PATCH", path, {"status": status}, "application/merge-patch+json"
         )
@@ -169,15 +153,15 @@ class KubeWriter:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         try:
             await asyncio.to_thread(self._call, "DELETE", object_path(kind, namespace, name), body, "application/json")
-        except PermanentApiError as exc:
-            if not str(exc).startswith("404"):
+        except ApiError as exc:
+            if exc.status != HTTPStatus.NOT_FOUND:
                 raise
 
     async def pod_log_tail(self, namespace: str, pod: str, lines: int = 20) -> str:
         """The last lines of a pod's log ('' when it has none yet)."""
-        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
+        path = object_path(kinds.POD.kind, namespace, pod, "log")
         try:
             text = await asyncio.to_thread(self._call, "GET", path, None, None, [("tailLines", lines)], True)
-        except (PermanentApiError, TransientApiError):
+        except ApiError:
             return ""
         return text if isinstance(text, str) else ""

@@ -11,10 +11,11 @@ from typing import Any
 import yaml
 
 from inferkube.api import contract
-from inferkube.operator.builders import Observed, SpecError, render_children
-from inferkube.operator.builders.common import cache_key
 from inferkube.operator.crd import render_crd_yaml, write_crds
+from inferkube.operator.inputs import Observed, SpecError
+from inferkube.operator.names import cache_key
 from inferkube.operator.parse import parse_service
+from inferkube.operator.render import render_children
 from inferkube.operator.settings import SettingsError, load_settings
 from inferkube.operator.validation import validate_object
 

@@ -22,9 +22,11 @@ import kopf
 import kubernetes
 
 from inferkube.api import contract
-from inferkube.operator.apply import WATCHED_RESOURCES, KubeWriter
+from inferkube.operator import kinds
+from inferkube.operator.apply import KubeWriter
+from inferkube.operator.scheduler import Reconciler
 from inferkube.operator.settings import load_settings
-from inferkube.operator.world import OPTIONAL_APIS, Reconciler, World
+from inferkube.operator.world import OPTIONAL_APIS, World
 
 log = logging.getLogger("inferkube.operator")
 MANAGED = {contract.LABEL_MANAGED_BY: contract.MANAGED_BY}
@@ -71,7 +73,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     await memo.reconciler.close()
 
 
-@kopf.on.event(contract.GROUP, contract.VERSION, contract.PLURAL)
+@kopf.on.event(kinds.INFERENCE_SERVICE.group, kinds.INFERENCE_SERVICE.version, kinds.INFERENCE_SERVICE.plural)
 async def inference_service_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An InferenceService appeared, changed or went away."""
     key = memo.world.observe_service(event.get("type"), dict(body))
@@ -89,12 +91,14 @@ def _child_handler(group: str, version: str, plural: str) -> None:
             memo.reconciler.schedule(key)
 
 
-for _group, _version, _plural in WATCHED_RESOURCES:
-    _child_handler(_group, _version, _plural)
+for _kind in kinds.WATCHED:
+    _child_handler(_kind.group, _kind.version, _kind.plural)
 
 
-@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions",
-               when=lambda name, **_: name in OPTIONAL_APIS)
+_CRD = kinds.CUSTOM_RESOURCE_DEFINITION
+
+
+@kopf.on.event(_CRD.group, _CRD.version, _CRD.plural, when=lambda name, **_: name in OPTIONAL_APIS)
 async def optional_api_event(event: kopf.RawEvent, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The Prometheus Operator or KEDA CRD appeared or went away: reconcile everything."""
     if memo.world.observe_crd(event.get("type"), name, dict(body)):

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from inferkube.api.spec import InferenceServiceSpec
-from inferkube.operator.builders.common import ServiceMeta, SpecError
+from inferkube.operator.inputs import ServiceMeta, SpecError
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "spec") -> str:

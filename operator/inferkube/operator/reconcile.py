@@ -1,4 +1,4 @@
-"""One level-based reconcile: parse -> observe -> build -> adopt -> apply what differs -> status.
+"""One level-based reconcile: parse -> observe -> render -> adopt -> apply what differs -> prune -> status.
 
 Create, update, resume, child events and the periodic resync all call ``reconcile``; it computes
 everything from the current spec and the live children, so running it again is always safe.
@@ -15,11 +15,22 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from inferkube.api import contract
-from inferkube.operator.apply import KubeWriter, OwnerRef, adopt
-from inferkube.operator.builders import Child, SpecError, common, render_children
+from inferkube.api.status import InferenceServiceStatus
+from inferkube.operator import kinds, names
+from inferkube.operator.apply import KubeWriter, OwnerRef, PermanentApiError, adopt
+from inferkube.operator.inputs import SpecError
 from inferkube.operator.parse import parse_service
+from inferkube.operator.render import Child, render_children
 from inferkube.operator.settings import OperatorSettings
-from inferkube.operator.status import Children, compute_status, job_state, observe, parse_download_report, status_patch
+from inferkube.operator.status import (
+    APPLY_REJECTED,
+    INVALID_SPEC,
+    compute_status,
+    parse_download_report,
+    refused_status,
+    status_patch,
+)
+from inferkube.operator.world import Children, job_state, observe
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +90,23 @@ def replicas_to_hand_over(desired: dict[str, Any], live: dict[str, Any] | None) 
     return None
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a reconcile stopped short: INVALID_SPEC or APPLY_REJECTED, and the message users see."""
+
+    reason: str
+    message: str
+
+
 @dataclass
 class Outcome:
-    """What one reconcile did (the tests and the benchmark read it)."""
+    """What one reconcile did (the scheduler, the tests and the benchmark read it)."""
 
     applied: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     status_written: bool = False
     requeue_after: float | None = None  # seconds until progress should be read again
+    refused: Refusal | None = None      # set when the spec or a child was refused (a status says so)
 
 
 def _now() -> str:
@@ -95,7 +115,7 @@ def _now() -> str:
 
 async def _download_report(writer: KubeWriter, namespace: str, job_name: str, children: Children) -> dict | None:
     """The downloader's last report: a finished pod's termination message, else the running pod's log tail."""
-    pods = [p for p in children.all("Pod") if (p["metadata"].get("labels") or {}).get("job-name") == job_name]
+    pods = [p for p in children.all(kinds.POD.kind) if (p["metadata"].get("labels") or {}).get("job-name") == job_name]
     pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
     for pod in reversed(pods):
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -108,21 +128,27 @@ async def _download_report(writer: KubeWriter, namespace: str, job_name: str, ch
     return None
 
 
-async def reconcile(
-    body: dict[str, Any],
-    children: Children,
-    apis: set[str],
-    settings: OperatorSettings,
-    writer: KubeWriter,
-    remember: Callable[[dict[str, Any]], None] = lambda _: None,
-) -> Outcome:
-    """Bring one InferenceService's children and status in line with its spec. Raises SpecError."""
-    outcome = Outcome()
-    metadata = body["metadata"]
-    spec, meta = parse_service(body)
-    observed = observe(spec, meta, children, apis)
-    owner = OwnerRef(name=meta.name, uid=metadata["uid"])
-    wanted = render_children(spec, meta, settings, observed)
+def _controlled_by(obj: dict[str, Any], owner: OwnerRef) -> bool:
+    """True when owner is obj's controller (never touch objects someone else made)."""
+    return any(ref.get("uid") == owner.uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+async def _prune(wanted: list[Child], children: Children, owner: OwnerRef, namespace: str, writer: KubeWriter,
+                 outcome: Outcome) -> None:
+    """Delete children of ours that the spec no longer asks for."""
+    keep = {(c.kind, c.name) for c in wanted}
+    for kind in (k.kind for k in kinds.PRUNABLE):
+        for live in children.all(kind):
+            name = live["metadata"]["name"]
+            if (kind, name) not in keep and _controlled_by(live, owner):
+                await writer.delete(kind, namespace, name)
+                children.drop(kind, name)
+                outcome.deleted.append(f"{kind}/{name}")
+
+
+async def _apply_children(wanted: list[Child], children: Children, owner: OwnerRef, writer: KubeWriter,
+                          remember: Callable[[dict[str, Any]], None], outcome: Outcome) -> None:
+    """Write every wanted child that is absent or drifted (create-only children: only when absent)."""
     for child in wanted:
         desired = adopt(child.body, owner) if child.owned else child.body
         live = children.get(child.kind, child.name)
@@ -141,70 +167,68 @@ async def reconcile(
             if written.get("metadata"):
                 children.put(written)  # status below sees what we just wrote: one status write, not two
         outcome.applied.append(f"{child.kind}/{child.name}")
+
+
+async def _converge(body: dict[str, Any], children: Children, apis: set[str], settings: OperatorSettings,
+                    writer: KubeWriter, remember: Callable[[dict[str, Any]], None],
+                    outcome: Outcome) -> InferenceServiceStatus:
+    """parse -> observe -> render -> adopt + apply -> prune -> the status the children now show.
+
+    Raises SpecError (the spec cannot work here) and PermanentApiError (a child was rejected).
+    """
+    spec, meta = parse_service(body)
+    observed = observe(spec, meta, children, apis)
+    owner = OwnerRef(name=meta.name, uid=body["metadata"]["uid"])
+    wanted = render_children(spec, meta, settings, observed)
+    await _apply_children(wanted, children, owner, writer, remember, outcome)
     await _prune(wanted, children, owner, meta.namespace, writer, outcome)
     report = None
-    if common.uses_cache(spec):
-        job_name = common.download_job_name(meta, common.cache_key(spec))
-        state = job_state(children.get("Job", job_name))
+    if names.uses_cache(spec):
+        job_name = names.download_job_name(meta, names.cache_key(spec))
+        state = job_state(children.get(kinds.JOB.kind, job_name))
         if state != "Pending":
             report = await _download_report(writer, meta.namespace, job_name, children)
         if state == "Downloading":
             outcome.requeue_after = settings.progress_interval_seconds
-    status = compute_status(spec, meta, metadata.get("generation"), settings, children, observed, report)
+    return compute_status(spec, meta, body["metadata"].get("generation"), settings, children, observed, report)
+
+
+def _refuse(outcome: Outcome, body: dict[str, Any], reason: str, message: str) -> InferenceServiceStatus:
+    """Record why the reconcile stopped; the status that says so."""
+    outcome.refused = Refusal(reason, message)
+    return refused_status(body.get("status"), body["metadata"].get("generation"), reason, message)
+
+
+async def write_status(body: dict[str, Any], status: InferenceServiceStatus, writer: KubeWriter,
+                       remember: Callable[[dict[str, Any]], None] = lambda _: None) -> bool:
+    """The one status writer: merge-patch the computed status when it differs from the current one."""
     patch = status_patch(status, body.get("status"), _now())
-    if patch is not None:
-        remember(await writer.patch_status(meta.namespace, meta.name, patch))
-        outcome.status_written = True
-    return outcome
-
-
-# Kinds a spec change can make unwanted: autoscaling off or switched, monitoring or alerts off, a finished
-# download of an older revision. Deployments, Services, PDBs and claims always stay while the
-# InferenceService exists (claims hold data; garbage collection removes the rest on deletion).
-PRUNABLE_KINDS = ("HorizontalPodAutoscaler", "ScaledObject", "ServiceMonitor", "PrometheusRule", "Job")
-
-
-def _controlled_by(obj: dict[str, Any], owner: OwnerRef) -> bool:
-    """True when owner is obj's controller (never touch objects someone else made)."""
-    return any(ref.get("uid") == owner.uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
-
-
-async def _prune(wanted: list[Child], children: Children, owner: OwnerRef, namespace: str, writer: KubeWriter,
-                 outcome: Outcome) -> None:
-    """Delete children of ours that the spec no longer asks for."""
-    keep = {(c.kind, c.name) for c in wanted}
-    for kind in PRUNABLE_KINDS:
-        for live in children.all(kind):
-            name = live["metadata"]["name"]
-            if (kind, name) not in keep and _controlled_by(live, owner):
-                await writer.delete(kind, namespace, name)
-                children.drop(kind, name)
-                outcome.deleted.append(f"{kind}/{name}")
-
-
-async def report_invalid(body: dict[str, Any], reason: str, message: str, writer: KubeWriter) -> bool:
-    """Write Ready=False/Degraded=True with reason (InvalidSpec, ApplyRejected); True when status changed."""
-    metadata = body["metadata"]
-    generation = metadata.get("generation")
-    current = body.get("status") or {}
-    now = _now()
-    conditions = []
-    for ctype, status in (("Ready", "False"), ("Degraded", "True")):
-        conditions.append({"type": ctype, "status": status, "reason": reason, "message": message,
-                           "observedGeneration": generation, "lastTransitionTime": now})
-    old = {c.get("type"): c for c in current.get("conditions") or []}
-    same = all(
-        old.get(c["type"], {}).get("status") == c["status"] and old.get(c["type"], {}).get("message") == c["message"]
-        for c in conditions
-    ) and current.get("observedGeneration") == generation and current.get("phase") == "Failed"
-    if same:
+    if patch is None:
         return False
-    for c in current.get("conditions") or []:  # keep the other conditions as they are
-        if c.get("type") not in ("Ready", "Degraded"):
-            conditions.append(c)
-    patch = {"observedGeneration": generation, "phase": "Failed", "phaseDetail": reason, "conditions": conditions}
-    await writer.patch_status(metadata.get("namespace", "default"), metadata["name"], patch)
+    metadata = body["metadata"]
+    remember(await writer.patch_status(metadata.get("namespace") or "default", metadata["name"], patch))
     return True
 
 
-__all__ = ["Outcome", "SpecError", "is_subset", "needs_apply", "reconcile", "report_invalid"]
+async def reconcile(
+    body: dict[str, Any],
+    children: Children,
+    apis: set[str],
+    settings: OperatorSettings,
+    writer: KubeWriter,
+    remember: Callable[[dict[str, Any]], None] = lambda _: None,
+) -> Outcome:
+    """Bring one InferenceService's children and status in line with its spec.
+
+    A spec that cannot work here (InvalidSpec) or a child the API server rejects (ApplyRejected) is no
+    exception to the caller: it becomes ``outcome.refused`` and a status, written like every other one.
+    """
+    outcome = Outcome()
+    try:
+        status = await _converge(body, children, apis, settings, writer, remember, outcome)
+    except SpecError as exc:
+        status = _refuse(outcome, body, INVALID_SPEC, str(exc))
+    except PermanentApiError as exc:
+        status = _refuse(outcome, body, APPLY_REJECTED, f"the API server rejected a child: {exc}"[:1000])
+    outcome.status_written = await write_status(body, status, writer, remember)
+    return outcome

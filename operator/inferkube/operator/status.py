@@ -1,88 +1,34 @@
-"""Status from the children's real state: conditions, phase, replicas, cache progress. Pure functions."""
+"""Status from the children's real state: one function per condition, a phase table, the patch. Pure functions.
+
+Every status the operator writes comes from here: ``compute_status`` for a spec it acts on,
+``refused_status`` for one it cannot act on (InvalidSpec) or whose child the API server rejected
+(ApplyRejected); ``status_patch`` turns either into the one merge patch ``reconcile`` writes.
+
+To add a condition: write ``def my_condition(facts: Facts) -> Condition | None`` and list it in
+``CONDITIONS``; to add a phase, add a row to ``PHASES`` (first match wins). Both read ``Facts``, which
+is where a new observation of the children (e.g. container states) belongs.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
-from inferkube.api.status import CacheStatus, Condition, ConditionStatus, InferenceServiceStatus
-from inferkube.operator.builders import common
-from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.api.status import CacheStatus, Condition, ConditionStatus, InferenceServiceStatus, Phase
+from inferkube.operator import kinds, names
+from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
+from inferkube.operator.world import Children, condition_of, download_job, job_state, serving_cache_key
 
 EVENT_PROGRESS = contract.DOWNLOAD_EVENT_PROGRESS
 EVENT_DONE = contract.DOWNLOAD_EVENT_DONE
 EVENT_FAILED = contract.DOWNLOAD_EVENT_FAILED
-
-
-@dataclass
-class Children:
-    """The live children of one InferenceService, as the watches last saw them."""
-
-    by_kind: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    def all(self, kind: str) -> list[dict[str, Any]]:
-        """Every live child of a kind."""
-        return self.by_kind.get(kind, [])
-
-    def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        """The live child of a kind and name, if any."""
-        return next((o for o in self.all(kind) if o["metadata"]["name"] == name), None)
-
-    def drop(self, kind: str, name: str) -> None:
-        """Forget a child we just deleted."""
-        self.by_kind[kind] = [o for o in self.all(kind) if o["metadata"]["name"] != name]
-
-    def put(self, obj: dict[str, Any]) -> None:
-        """Record a child as written (the API server's response), replacing the older copy."""
-        name = obj["metadata"]["name"]
-        items = [o for o in self.all(obj["kind"]) if o["metadata"]["name"] != name]
-        self.by_kind[obj["kind"]] = [*items, obj]
-
-
-def _condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any] | None:
-    """A condition of a child's status by type."""
-    if obj is None:
-        return None
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), None)
-
-
-def job_state(job: dict[str, Any] | None) -> str:
-    """Pending, Downloading, Ready or Failed for a download Job."""
-    if job is None:
-        return "Pending"
-    status = job.get("status") or {}
-    if (_condition(job, "Complete") or {}).get("status") == "True" or status.get("succeeded", 0) > 0:
-        return "Ready"
-    if (_condition(job, "Failed") or {}).get("status") == "True":
-        return "Failed"
-    return "Downloading" if status.get("active", 0) > 0 else "Pending"
-
-
-def serving_cache_key(spec: InferenceServiceSpec, meta: ServiceMeta, children: Children) -> str | None:
-    """The cache directory replicas may serve from: the wanted one once downloaded, else the one in use."""
-    if not common.uses_cache(spec):
-        return None
-    wanted = common.cache_key(spec)
-    if job_state(children.get("Job", common.download_job_name(meta, wanted))) == "Ready":
-        return wanted
-    deployment = children.get("Deployment", meta.name)
-    if deployment is not None:
-        return (deployment["metadata"].get("annotations") or {}).get(contract.ANNOTATION_CACHE_KEY)
-    return None
-
-
-def observe(spec: InferenceServiceSpec, meta: ServiceMeta, children: Children, apis: set[str]) -> Observed:
-    """The facts builders need, from live children and the set of served optional APIs."""
-    return Observed(
-        serving_cache_key=serving_cache_key(spec, meta, children),
-        monitoring_api="ServiceMonitor" in apis,
-        keda_api="ScaledObject" in apis,
-        alerting_api="PrometheusRule" in apis,
-    )
 
 
 def parse_download_report(text: str | None) -> dict[str, Any] | None:
@@ -92,25 +38,33 @@ def parse_download_report(text: str | None) -> dict[str, Any] | None:
             report = json.loads(line)
         except ValueError:
             continue
-        if isinstance(report, dict) and report.get("event") in (EVENT_PROGRESS, EVENT_DONE, EVENT_FAILED):
+        if isinstance(report, dict) and report.get(contract.DOWNLOAD_KEY_EVENT) in (EVENT_PROGRESS, EVENT_DONE,
+                                                                                   EVENT_FAILED):
             return report
     return None
+
+
+def _report_counts(out: CacheStatus, report: dict[str, Any]) -> None:
+    """Bytes and files from a progress report (done/total) or a done report (one total for both)."""
+    out.bytes_done = report.get(contract.DOWNLOAD_KEY_BYTES_DONE, report.get(contract.DOWNLOAD_KEY_BYTES))
+    out.bytes_total = report.get(contract.DOWNLOAD_KEY_BYTES_TOTAL, report.get(contract.DOWNLOAD_KEY_BYTES))
+    out.files_done = report.get(contract.DOWNLOAD_KEY_FILES_DONE, report.get(contract.DOWNLOAD_KEY_FILES))
+    out.files_total = report.get(contract.DOWNLOAD_KEY_FILES_TOTAL, report.get(contract.DOWNLOAD_KEY_FILES))
 
 
 def cache_status(
     spec: InferenceServiceSpec, meta: ServiceMeta, children: Children, report: dict[str, Any] | None
 ) -> CacheStatus:
     """The cache block of status from the download Job and the downloader's last report."""
-    if not common.uses_cache(spec):
+    if not names.uses_cache(spec):
         return CacheStatus(phase="NotUsed")
-    key = common.cache_key(spec)
-    job = children.get("Job", common.download_job_name(meta, key))
+    job = download_job(spec, meta, children)
     state = job_state(job)
     out = CacheStatus(
-        phase=state,  # type: ignore[arg-type]  # job_state returns one of the CacheStatus phases as a plain str
-        claim_name=common.cache_claim_name(spec, meta),
+        phase=state,
+        claim_name=names.cache_claim_name(spec, meta),
         retained=spec.cache.reclaim_policy == "Retain",
-        key=key,
+        key=names.cache_key(spec),
         serving_key=serving_cache_key(spec, meta, children),
     )
     if job is not None:
@@ -118,19 +72,19 @@ def cache_status(
         out.started_at = jstatus.get("startTime")
         out.finished_at = jstatus.get("completionTime")
     report = report or {}
-    if report.get("event") in (EVENT_PROGRESS, EVENT_DONE):
-        out.bytes_done = report.get("bytesDone", report.get("bytes"))
-        out.bytes_total = report.get("bytesTotal", report.get("bytes"))
-        out.files_done = report.get("filesDone", report.get("files"))
-        out.files_total = report.get("filesTotal", report.get("files"))
-    if report.get("event") == EVENT_DONE:
-        out.revision = report.get("revision")
+    event = report.get(contract.DOWNLOAD_KEY_EVENT)
+    if event in (EVENT_PROGRESS, EVENT_DONE):
+        _report_counts(out, report)
+    if event == EVENT_DONE:
+        out.revision = report.get(contract.DOWNLOAD_KEY_REVISION)
     if state == "Failed":
-        failed = _condition(job, "Failed") or {}
-        if report.get("event") == EVENT_FAILED:
-            out.message = f"{report.get('reason', 'DownloadFailed')}: {report.get('message', '')}".strip()
-        else:
-            out.message = f"{failed.get('reason', 'DownloadFailed')}: {failed.get('message', '')}".strip()
+        if event == EVENT_FAILED:  # the downloader's own reason (NotFound, Unauthorized, ...)
+            reason = report.get(contract.DOWNLOAD_KEY_REASON, "DownloadFailed")
+            message = report.get(contract.DOWNLOAD_KEY_MESSAGE, "")
+        else:  # the Job controller's (BackoffLimitExceeded, DeadlineExceeded)
+            failed = condition_of(job, "Failed") or {}
+            reason, message = failed.get("reason", "DownloadFailed"), failed.get("message", "")
+        out.message = f"{reason}: {message}".strip()
     return out
 
 
@@ -141,15 +95,208 @@ def _percent(cache: CacheStatus) -> str | None:
     return None
 
 
-def _pods_phase(pods: list[dict[str, Any]]) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Facts:
+    """What the children report, read once: the input of every condition and of the phase table."""
+
+    spec: InferenceServiceSpec
+    meta: ServiceMeta
+    generation: int | None
+    children: Children
+    observed: Observed
+    cache: CacheStatus
+    deployment: dict[str, Any] | None
+
+    @property
+    def deployment_status(self) -> dict[str, Any]:
+        """The Deployment's status ({} while there is none)."""
+        return (self.deployment or {}).get("status") or {}
+
+    @property
+    def replicas(self) -> int:
+        """Replicas that exist."""
+        return int(self.deployment_status.get("replicas", 0))
+
+    @property
+    def ready_replicas(self) -> int:
+        """Replicas that pass readiness."""
+        return int(self.deployment_status.get("readyReplicas", 0))
+
+    @property
+    def desired_replicas(self) -> int:
+        """Replicas the Deployment asks for (1 while there is none)."""
+        return int((self.deployment or {}).get("spec", {}).get("replicas", 1))
+
+    def deployment_condition(self, ctype: str) -> dict[str, Any] | None:
+        """One of the Deployment's own conditions (Available, Progressing, ReplicaFailure)."""
+        return condition_of(self.deployment, ctype)
+
+    @property
+    def deadline_exceeded(self) -> bool:
+        """The rollout ran past progressDeadlineSeconds."""
+        return (self.deployment_condition("Progressing") or {}).get("reason") == "ProgressDeadlineExceeded"
+
+    @property
+    def serving(self) -> bool:
+        """At least one replica is ready and the Deployment says it is available."""
+        return (self.deployment is not None and self.ready_replicas > 0
+                and (self.deployment_condition("Available") or {}).get("status") == "True")
+
+    def condition(self, ctype: str, ok: bool | None, reason: str, message: str = "") -> Condition:
+        """A condition of this generation (ok None: Unknown)."""
+        status: ConditionStatus = "Unknown" if ok is None else ("True" if ok else "False")
+        return Condition(type=ctype, status=status, reason=reason, message=message,
+                         observed_generation=self.generation)
+
+
+def read_facts(spec: InferenceServiceSpec, meta: ServiceMeta, generation: int | None, children: Children,
+               observed: Observed, report: dict[str, Any] | None = None) -> Facts:
+    """The facts every condition reads, from the live children and the downloader's last report."""
+    return Facts(spec=spec, meta=meta, generation=generation, children=children, observed=observed,
+                 cache=cache_status(spec, meta, children, report),
+                 deployment=children.get(kinds.DEPLOYMENT.kind, meta.name))
+
+
+# --- One function per condition ----------------------------------------------------------------
+
+def model_cached(f: Facts) -> Condition:
+    """ModelCached: the model is on the cache claim (or read from a volume)."""
+    cache = f.cache
+    if cache.phase == "NotUsed":
+        if f.spec.source_scheme == "pvc":
+            return f.condition("ModelCached", True, "SourceIsVolume", f"model is read from {f.spec.model.source}")
+        return f.condition("ModelCached", False, "CacheDisabled", "every pod downloads the model at start (slow path)")
+    if cache.phase == "Ready":
+        return f.condition("ModelCached", True, "Downloaded", f"model cached in claim {cache.claim_name}")
+    if cache.phase == "Failed":
+        return f.condition("ModelCached", False, "DownloadFailed", cache.message or "download Job failed")
+    pct = _percent(cache)
+    return f.condition("ModelCached", False, "Downloading" if cache.phase == "Downloading" else "DownloadPending",
+                       f"downloading {f.spec.model.source}" + (f" ({pct})" if pct else ""))
+
+
+def available(f: Facts) -> Condition:
+    """Available: the Deployment's own Available condition, with a replica ready (or scaled to zero)."""
+    if f.deployment is None:
+        return f.condition("Available", False, "NoDeployment", "the Deployment is created once the model is cached")
+    theirs = f.deployment_condition("Available")
+    ok = (theirs or {}).get("status") == "True" and (f.ready_replicas > 0 or f.desired_replicas == 0)
+    return f.condition("Available", ok, (theirs or {}).get("reason", "Unknown") if theirs else "Pending",
+                       (theirs or {}).get("message", ""))
+
+
+def progressing(f: Facts) -> Condition:
+    """Progressing: a download or a rollout is under way (not once the rollout deadline passed)."""
+    if f.deployment is None:
+        return f.condition("Progressing", f.cache.phase in ("Pending", "Downloading"), "CachingModel",
+                           "waiting for the model cache")
+    dstatus = f.deployment_status
+    rollout_done = (dstatus.get("updatedReplicas", 0) == f.replicas == f.ready_replicas
+                    and dstatus.get("observedGeneration") == f.deployment["metadata"].get("generation"))
+    theirs = f.deployment_condition("Progressing") or {}
+    return f.condition("Progressing", not rollout_done and not f.deadline_exceeded,
+                       theirs.get("reason", "Pending"), theirs.get("message", ""))
+
+
+def degraded(f: Facts) -> Condition:
+    """Degraded: something the user must look at (failed download, quota, stuck rollout)."""
+    if f.cache.phase == "Failed":
+        return f.condition("Degraded", True, "DownloadFailed", f.cache.message or "")
+    replica_failure = f.deployment_condition("ReplicaFailure")
+    if replica_failure is not None and replica_failure.get("status") == "True":
+        return f.condition("Degraded", True, "ReplicaFailure", replica_failure.get("message", ""))
+    if f.deadline_exceeded:
+        return f.condition("Degraded", True, "ProgressDeadlineExceeded",
+                           (f.deployment_condition("Progressing") or {}).get("message", ""))
+    return f.condition("Degraded", False, "AsExpected")
+
+
+def monitoring_ready(f: Facts) -> Condition:
+    """MonitoringReady: the ServiceMonitor exists (or why there is none)."""
+    if not f.spec.monitoring.service_monitor:
+        return f.condition("MonitoringReady", False, "Disabled", "spec.monitoring.serviceMonitor is false")
+    if not f.observed.monitoring_api:
+        return f.condition("MonitoringReady", False, "PrometheusOperatorMissing",
+                           "monitoring.coreos.com/v1 ServiceMonitor is not served; /metrics is still exposed")
+    exists = f.children.get(kinds.SERVICE_MONITOR.kind, f.meta.name) is not None
+    return f.condition("MonitoringReady", exists, "ServiceMonitorCreated" if exists else "Creating")
+
+
+def autoscaler_ready(f: Facts) -> Condition | None:
+    """AutoscalerReady: the HPA or ScaledObject exists (None without autoscaling)."""
+    if f.spec.autoscaling is None:
+        return None
+    hpa = f.spec.autoscaling.engine == "hpa"
+    kind = (kinds.HORIZONTAL_POD_AUTOSCALER if hpa else kinds.SCALED_OBJECT).kind
+    if not hpa and not f.observed.keda_api:
+        return f.condition("AutoscalerReady", False, "KedaMissing", "keda.sh/v1alpha1 ScaledObject is not served")
+    exists = f.children.get(kind, f.meta.name) is not None
+    return f.condition("AutoscalerReady", exists, f"{kind}Created" if exists else "Pending")
+
+
+# Every condition but Ready, in the order status lists them (Ready, derived from the phase, goes first).
+CONDITIONS: tuple[Callable[[Facts], Condition | None], ...] = (
+    model_cached, available, progressing, degraded, monitoring_ready, autoscaler_ready,
+)
+
+
+# --- The phase table -----------------------------------------------------------------------------
+
+def _pods_phase(f: Facts, _degraded: Condition) -> tuple[Phase, str]:
     """(phase, detail) from runtime pods that are not ready yet: Scheduling or LoadingModel."""
+    pods = f.children.all(kinds.POD.kind)
     for pod in pods:
-        scheduled = _condition(pod, "PodScheduled")
+        scheduled = condition_of(pod, "PodScheduled")
         if scheduled is not None and scheduled.get("status") == "False":
             return "Scheduling", scheduled.get("message") or scheduled.get("reason") or "waiting for a node"
     if pods:
         return "LoadingModel", "runtime is loading the model"
     return "Scheduling", "waiting for pods"
+
+
+@dataclass(frozen=True)
+class PhaseRule:
+    """One row of the phase table: when ``applies``, the phase and its detail are ``then``."""
+
+    name: str
+    applies: Callable[[Facts, Condition], bool]  # (facts, the Degraded condition)
+    then: Callable[[Facts, Condition], tuple[Phase, str]]
+
+
+def _serving_phase(f: Facts, degraded: Condition) -> tuple[Phase, str]:
+    """Ready, or Degraded when serving with a problem."""
+    phase: Phase = "Degraded" if degraded.status == "True" else "Ready"
+    return phase, f"{f.ready_replicas}/{f.replicas} replicas ready"
+
+
+# First match wins.
+PHASES: tuple[PhaseRule, ...] = (
+    PhaseRule("download failed", lambda f, d: f.cache.phase == "Failed",
+              lambda f, d: ("Failed", f.cache.message or "download failed")),
+    PhaseRule("degraded and not serving", lambda f, d: d.status == "True" and not f.serving,
+              lambda f, d: ("Failed", f"{d.reason}: {d.message}")),
+    PhaseRule("downloading", lambda f, d: f.cache.phase in ("Pending", "Downloading") and f.deployment is None,
+              lambda f, d: ("CachingModel", _percent(f.cache) or f.cache.phase.lower())),
+    PhaseRule("no deployment yet", lambda f, d: f.deployment is None,
+              lambda f, d: ("Pending", "creating children")),
+    PhaseRule("serving", lambda f, d: f.serving, _serving_phase),
+    PhaseRule("scaled to zero", lambda f, d: f.desired_replicas == 0,
+              lambda f, d: ("Ready", "scaled to zero")),
+    PhaseRule("pods not ready", lambda f, d: True, _pods_phase),
+)
+
+
+def phase_of(f: Facts, degraded: Condition) -> tuple[Phase, str]:
+    """(phase, detail): the first row of PHASES that applies."""
+    return next(rule.then(f, degraded) for rule in PHASES if rule.applies(f, degraded))
+
+
+def ready(f: Facts, degraded: Condition, phase: Phase, detail: str) -> Condition:
+    """Ready: serving (or scaled to zero); otherwise the degraded reason or the phase says why not."""
+    if f.serving or (f.deployment is not None and f.desired_replicas == 0):
+        return f.condition("Ready", True, "Ready", f"{f.ready_replicas}/{f.replicas} replicas ready; "
+                                                   f"serving {names.served_model_name(f.spec, f.meta)}")
+    return f.condition("Ready", False, degraded.reason if degraded.status == "True" else phase, detail)
 
 
 def compute_status(
@@ -162,117 +309,55 @@ def compute_status(
     report: dict[str, Any] | None = None,
 ) -> InferenceServiceStatus:
     """Conditions, phase and numbers, computed only from what the children report."""
-    cache = cache_status(spec, meta, children, report)
-    deployment = children.get("Deployment", meta.name)
-    dstatus = (deployment or {}).get("status") or {}
-    replicas = int(dstatus.get("replicas", 0))
-    ready = int(dstatus.get("readyReplicas", 0))
-    desired = (deployment or {}).get("spec", {}).get("replicas", 1)
-    available = _condition(deployment, "Available")
-    progressing = _condition(deployment, "Progressing")
-    replica_failure = _condition(deployment, "ReplicaFailure")
-    deadline = progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded"
-    conditions: list[Condition] = []
-
-    def cond(ctype: str, ok: bool | None, reason: str, message: str = "") -> None:
-        status: ConditionStatus = "Unknown" if ok is None else ("True" if ok else "False")
-        conditions.append(Condition(type=ctype, status=status, reason=reason, message=message,
-                                    observed_generation=generation))
-
-    # ModelCached
-    if cache.phase == "NotUsed":
-        if spec.source_scheme == "pvc":
-            cond("ModelCached", True, "SourceIsVolume", f"model is read from {spec.model.source}")
-        else:
-            cond("ModelCached", False, "CacheDisabled", "every pod downloads the model at start (slow path)")
-    elif cache.phase == "Ready":
-        cond("ModelCached", True, "Downloaded", f"model cached in claim {cache.claim_name}")
-    elif cache.phase == "Failed":
-        cond("ModelCached", False, "DownloadFailed", cache.message or "download Job failed")
-    else:
-        pct = _percent(cache)
-        cond("ModelCached", False, "Downloading" if cache.phase == "Downloading" else "DownloadPending",
-             f"downloading {spec.model.source}" + (f" ({pct})" if pct else ""))
-
-    # Available / Progressing from the Deployment's own conditions
-    if deployment is None:
-        cond("Available", False, "NoDeployment", "the Deployment is created once the model is cached")
-        cond("Progressing", cache.phase in ("Pending", "Downloading"), "CachingModel", "waiting for the model cache")
-    else:
-        avail_ok = (available or {}).get("status") == "True" and (ready > 0 or desired == 0)
-        cond("Available", avail_ok, (available or {}).get("reason", "Unknown") if available else "Pending",
-             (available or {}).get("message", ""))
-        rollout_done = (dstatus.get("updatedReplicas", 0) == replicas == ready and
-                        dstatus.get("observedGeneration") == deployment["metadata"].get("generation"))
-        cond("Progressing", not rollout_done and not deadline,
-             (progressing or {}).get("reason", "Pending"), (progressing or {}).get("message", ""))
-
-    # Degraded
-    if cache.phase == "Failed":
-        cond("Degraded", True, "DownloadFailed", cache.message or "")
-    elif replica_failure is not None and replica_failure.get("status") == "True":
-        cond("Degraded", True, "ReplicaFailure", replica_failure.get("message", ""))
-    elif deadline:
-        cond("Degraded", True, "ProgressDeadlineExceeded", (progressing or {}).get("message", ""))
-    else:
-        cond("Degraded", False, "AsExpected")
-
-    # MonitoringReady
-    if not spec.monitoring.service_monitor:
-        cond("MonitoringReady", False, "Disabled", "spec.monitoring.serviceMonitor is false")
-    elif not observed.monitoring_api:
-        cond("MonitoringReady", False, "PrometheusOperatorMissing",
-             "monitoring.coreos.com/v1 ServiceMonitor is not served; /metrics is still exposed")
-    else:
-        exists = children.get("ServiceMonitor", meta.name) is not None
-        cond("MonitoringReady", exists, "ServiceMonitorCreated" if exists else "Creating")
-
-    if spec.autoscaling is not None:
-        kind = "HorizontalPodAutoscaler" if spec.autoscaling.engine == "hpa" else "ScaledObject"
-        if kind == "ScaledObject" and not observed.keda_api:
-            cond("AutoscalerReady", False, "KedaMissing", "keda.sh/v1alpha1 ScaledObject is not served")
-        else:
-            exists = children.get(kind, meta.name) is not None
-            cond("AutoscalerReady", exists, f"{kind}Created" if exists else "Pending")
-
-    # Ready and phase
-    degraded = next(c for c in conditions if c.type == "Degraded")
-    is_ready = deployment is not None and ready > 0 and (available or {}).get("status") == "True"
-    if cache.phase == "Failed":
-        phase, detail = "Failed", cache.message or "download failed"
-    elif degraded.status == "True" and not is_ready:
-        phase, detail = "Failed", f"{degraded.reason}: {degraded.message}"
-    elif cache.phase in ("Pending", "Downloading") and deployment is None:
-        phase, detail = "CachingModel", _percent(cache) or cache.phase.lower()
-    elif deployment is None:
-        phase, detail = "Pending", "creating children"
-    elif is_ready:
-        phase = "Degraded" if degraded.status == "True" else "Ready"
-        detail = f"{ready}/{replicas} replicas ready"
-    elif desired == 0:
-        phase, detail = "Ready", "scaled to zero"
-    else:
-        phase, detail = _pods_phase(children.all("Pod"))
-    ready_cond: tuple[ConditionStatus, str, str]
-    if is_ready or (deployment is not None and desired == 0):
-        ready_cond = ("True", "Ready", f"{ready}/{replicas} replicas ready; serving {common.served_model_name(spec, meta)}")
-    else:
-        ready_cond = ("False", degraded.reason if degraded.status == "True" else phase, detail)
-    conditions.insert(0, Condition(type="Ready", status=ready_cond[0], reason=ready_cond[1], message=ready_cond[2],
-                                   observed_generation=generation))
+    f = read_facts(spec, meta, generation, children, observed, report)
+    conditions = [c for c in (rule(f) for rule in CONDITIONS) if c is not None]
+    degraded_now = next(c for c in conditions if c.type == "Degraded")
+    phase, detail = phase_of(f, degraded_now)
     return InferenceServiceStatus(
         observed_generation=generation,
-        phase=phase,  # type: ignore[arg-type]  # every branch above assigns a Phase literal; mypy widens it to str
+        phase=phase,
         phase_detail=detail,
-        conditions=conditions,
-        replicas=replicas,
-        ready_replicas=ready,
-        selector=common.selector_string(meta),
-        url=common.service_url(meta, settings),
-        served_model_name=common.served_model_name(spec, meta),
-        cache=cache,
+        conditions=[ready(f, degraded_now, phase, detail), *conditions],
+        replicas=f.replicas,
+        ready_replicas=f.ready_replicas,
+        selector=names.selector_string(meta),
+        url=names.service_url(meta, settings),
+        served_model_name=names.served_model_name(spec, meta),
+        cache=f.cache,
     )
 
+
+# --- Refused: a spec the operator cannot act on, a child the API server rejected -----------------
+
+INVALID_SPEC = "InvalidSpec"        # SpecError: admitted, but unusable here (e.g. unknown accelerator profile)
+APPLY_REJECTED = "ApplyRejected"    # the API server rejected a child for good (4xx on a write)
+
+
+def _written(current: dict[str, Any] | None) -> dict[str, Any]:
+    """The status as we wrote it (kopf's own bookkeeping key left out)."""
+    return {k: v for k, v in (current or {}).items() if k != "kopf"}
+
+
+def refused_status(current: dict[str, Any] | None, generation: int | None, reason: str,
+                   message: str) -> InferenceServiceStatus:
+    """Ready=False and Degraded=True with reason (INVALID_SPEC, APPLY_REJECTED), phase Failed.
+
+    Nothing could be observed or built, so everything else stays as last written (a status that does not
+    parse is dropped).
+    """
+    try:
+        previous = InferenceServiceStatus.model_validate(_written(current))
+    except ValidationError:
+        previous = InferenceServiceStatus()
+    says: tuple[tuple[str, ConditionStatus], ...] = (("Ready", "False"), ("Degraded", "True"))
+    refused = [Condition(type=ctype, status=status, reason=reason, message=message, observed_generation=generation)
+               for ctype, status in says]
+    kept = [c for c in previous.conditions if c.type not in ("Ready", "Degraded")]
+    return previous.model_copy(update={"observed_generation": generation, "phase": "Failed", "phase_detail": reason,
+                                       "conditions": [*refused, *kept]})
+
+
+# --- The patch -----------------------------------------------------------------------------------
 
 def _merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A JSON merge patch turning old into new: keys new no longer has become null, at every depth."""
@@ -291,7 +376,7 @@ def status_patch(new: InferenceServiceStatus, current: dict[str, Any] | None, no
     lastTransitionTime is kept from the current status for conditions whose status did not change,
     so an unchanged world produces an identical status and no write.
     """
-    current = {k: v for k, v in (current or {}).items() if k != "kopf"}
+    current = _written(current)
     previous = {c.get("type"): c for c in current.get("conditions") or []}
     body = new.model_dump(by_alias=True, exclude_none=True)
     for c in body["conditions"]:

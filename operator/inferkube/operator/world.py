@@ -1,29 +1,23 @@
-"""The operator's view of the cluster (fed by watches) and the coalescing reconcile scheduler."""
+"""The operator's view of the cluster, as the watches report it, and the facts builders read from it.
+
+``World`` holds the InferenceServices, their children and the served optional APIs; ``Children`` is one
+InferenceService's snapshot of it; ``observe`` turns that snapshot into the builders' ``Observed`` input.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, cast
-
-import kopf
+from typing import Any
 
 from inferkube.api import contract
-from inferkube.operator.apply import KubeWriter, PermanentApiError, TransientApiError
-from inferkube.operator.builders import SpecError
-from inferkube.operator.reconcile import reconcile, report_invalid
-from inferkube.operator.settings import OperatorSettings
-from inferkube.operator.status import Children
+from inferkube.api.spec import InferenceServiceSpec
+from inferkube.api.status import CachePhase
+from inferkube.operator import kinds, names
+from inferkube.operator.inputs import Observed, ServiceMeta
 
-log = logging.getLogger("inferkube.operator")
 Key = tuple[str, str]  # (namespace, InferenceService name)
-OPTIONAL_APIS = {
-    "servicemonitors.monitoring.coreos.com": "ServiceMonitor",
-    "prometheusrules.monitoring.coreos.com": "PrometheusRule",
-    "scaledobjects.keda.sh": "ScaledObject",
-}
+OPTIONAL_APIS = kinds.OPTIONAL_APIS  # CRD name -> kind
 
 
 def _rv(body: dict[str, Any]) -> int:
@@ -32,6 +26,31 @@ def _rv(body: dict[str, Any]) -> int:
         return int(body.get("metadata", {}).get("resourceVersion") or 0)
     except ValueError:
         return 0
+
+
+@dataclass
+class Children:
+    """The live children of one InferenceService, as the watches last saw them."""
+
+    by_kind: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        """Every live child of a kind."""
+        return self.by_kind.get(kind, [])
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The live child of a kind and name, if any."""
+        return next((o for o in self.all(kind) if o["metadata"]["name"] == name), None)
+
+    def drop(self, kind: str, name: str) -> None:
+        """Forget a child we just deleted."""
+        self.by_kind[kind] = [o for o in self.all(kind) if o["metadata"]["name"] != name]
+
+    def put(self, obj: dict[str, Any]) -> None:
+        """Record a child as written (the API server's response), replacing the older copy."""
+        name = obj["metadata"]["name"]
+        items = [o for o in self.all(obj["kind"]) if o["metadata"]["name"] != name]
+        self.by_kind[obj["kind"]] = [*items, obj]
 
 
 @dataclass
@@ -65,10 +84,10 @@ class World:
             return None
         key = (meta.get("namespace", "default"), owner)
         if event_type == "DELETED":
-            kinds = self.children.get(key)
-            if kinds is not None:
-                kinds.get(body["kind"], {}).pop(meta["name"], None)
-                if not any(kinds.values()):
+            by_kind = self.children.get(key)
+            if by_kind is not None:
+                by_kind.get(body["kind"], {}).pop(meta["name"], None)
+                if not any(by_kind.values()):
                     del self.children[key]
         else:
             kind_map = self.children[key][body["kind"]]
@@ -95,131 +114,47 @@ class World:
         return Children({kind: list(objs.values()) for kind, objs in self.children.get(key, {}).items()})
 
 
-@dataclass
-class Stats:
-    """Counters the benchmark and tests read."""
-
-    reconciles: int = 0
-    applies: int = 0
-    status_writes: int = 0
-    transient_errors: int = 0
+def condition_of(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any] | None:
+    """A condition of a watched object's status by type."""
+    if obj is None:
+        return None
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), None)
 
 
-class Reconciler:
-    """Runs at most one reconcile per InferenceService at a time; events during a run coalesce into one rerun."""
+def job_state(job: dict[str, Any] | None) -> CachePhase:
+    """Pending, Downloading, Ready or Failed for a download Job."""
+    if job is None:
+        return "Pending"
+    status = job.get("status") or {}
+    if (condition_of(job, "Complete") or {}).get("status") == "True" or status.get("succeeded", 0) > 0:
+        return "Ready"
+    if (condition_of(job, "Failed") or {}).get("status") == "True":
+        return "Failed"
+    return "Downloading" if status.get("active", 0) > 0 else "Pending"
 
-    def __init__(self, world: World, settings: OperatorSettings, writer: KubeWriter) -> None:
-        self.world = world
-        self.settings = settings
-        self.writer = writer
-        self.stats = Stats()
-        self._tasks: dict[Key, asyncio.Task[None]] = {}
-        self._dirty: set[Key] = set()
-        self._invalid: dict[Key, tuple[Any, str]] = {}
-        self._timers: dict[Key, asyncio.TimerHandle] = {}
-        self._ready_at = 0.0
 
-    def hold_until_settled(self, seconds: float) -> None:
-        """Defer reconciles for a moment after start-up, so the watches list the children first
-        (otherwise a restart would briefly report a Ready service as CachingModel)."""
-        self._ready_at = asyncio.get_running_loop().time() + seconds
+def download_job(spec: InferenceServiceSpec, meta: ServiceMeta, children: Children) -> dict[str, Any] | None:
+    """The live download Job of the wanted cache directory, if any."""
+    return children.get(kinds.JOB.kind, names.download_job_name(meta, names.cache_key(spec)))
 
-    def schedule(self, key: Key) -> None:
-        """Reconcile key soon; if a reconcile of key is running, run once more after it."""
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._ready_at:
-            if key not in self._timers:
-                self._timers[key] = loop.call_later(self._ready_at - loop.time(), self._release, key)
-            return
-        if key in self._tasks:
-            self._dirty.add(key)
-            return
-        self._tasks[key] = asyncio.create_task(self._run(key), name=f"reconcile {key[0]}/{key[1]}")
 
-    def _release(self, key: Key) -> None:
-        """The start-up hold of key is over."""
-        self._timers.pop(key, None)
-        self.schedule(key)
+def serving_cache_key(spec: InferenceServiceSpec, meta: ServiceMeta, children: Children) -> str | None:
+    """The cache directory replicas may serve from: the wanted one once downloaded, else the one in use."""
+    if not names.uses_cache(spec):
+        return None
+    if job_state(download_job(spec, meta, children)) == "Ready":
+        return names.cache_key(spec)
+    deployment = children.get(kinds.DEPLOYMENT.kind, meta.name)
+    if deployment is not None:
+        return (deployment["metadata"].get("annotations") or {}).get(contract.ANNOTATION_CACHE_KEY)
+    return None
 
-    def schedule_all(self) -> None:
-        """Reconcile every known InferenceService."""
-        for key in list(self.world.services):
-            self.schedule(key)
 
-    async def resync_forever(self, interval: float) -> None:
-        """Periodic level-based resync: catches anything the watches missed."""
-        while True:
-            await asyncio.sleep(interval)
-            self.schedule_all()
-
-    async def close(self) -> None:
-        """Cancel running reconciles."""
-        for timer in self._timers.values():
-            timer.cancel()
-        for task in list(self._tasks.values()):
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-
-    async def _run(self, key: Key) -> None:
-        failures = 0
-        try:
-            while True:
-                self._dirty.discard(key)
-                body = self.world.services.get(key)
-                if body is None or body["metadata"].get("deletionTimestamp"):
-                    return
-                try:
-                    await self._once(key, body)
-                    failures = 0
-                except Exception as exc:  # transient API failures and bugs alike: back off and retry
-                    failures += 1
-                    self.stats.transient_errors += 1
-                    delay = min(30.0, 0.2 * 2 ** (failures - 1))
-                    if isinstance(exc, TransientApiError):
-                        log.warning("reconcile %s/%s: %s; retrying in %.1fs", *key, exc, delay)
-                    else:
-                        log.exception("reconcile %s/%s failed unexpectedly; retrying in %.1fs", *key, delay)
-                    await asyncio.sleep(delay)
-                    self._dirty.add(key)
-                if key not in self._dirty:
-                    return
-        finally:
-            self._tasks.pop(key, None)
-
-    async def _once(self, key: Key, body: dict[str, Any]) -> None:
-        """One reconcile; spec errors and rejected writes become conditions and one Event each, not retries."""
-        self.stats.reconciles += 1
-        try:
-            outcome = await reconcile(body, self.world.children_of(key), set(self.world.apis), self.settings,
-                                      self.writer, self._remember)
-        except SpecError as exc:
-            await self._report(key, body, "InvalidSpec", str(exc))
-            return
-        except PermanentApiError as exc:
-            await self._report(key, body, "ApplyRejected", f"the API server rejected a child: {exc}"[:1000])
-            return
-        self._invalid.pop(key, None)
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-        if outcome.requeue_after is not None:
-            self._timers[key] = asyncio.get_running_loop().call_later(outcome.requeue_after, self.schedule, key)
-        self.stats.applies += len(outcome.applied) + len(outcome.deleted)
-        self.stats.status_writes += int(outcome.status_written)
-
-    async def _report(self, key: Key, body: dict[str, Any], reason: str, message: str) -> None:
-        """Ready=False with reason, and one Warning Event per (generation, message): no retry storm."""
-        if await report_invalid(body, reason, message, self.writer):
-            self.stats.status_writes += 1
-        generation = body["metadata"].get("generation")
-        if self._invalid.get(key) != (generation, message):
-            self._invalid[key] = (generation, message)
-            log.error("InferenceService %s/%s: %s: %s", *key, reason, message)
-            kopf.event(kopf.Body(cast(kopf.RawBody, body)), type="Warning", reason=reason, message=message)
-
-    def _remember(self, written: dict[str, Any]) -> None:
-        """Feed our own write's response into the world, so the next reconcile does not write it again."""
-        if written.get("kind") == contract.KIND:
-            self.world.observe_service("MODIFIED", written)
-        elif written.get("kind"):
-            self.world.observe_child("MODIFIED", written)
+def observe(spec: InferenceServiceSpec, meta: ServiceMeta, children: Children, apis: set[str]) -> Observed:
+    """The facts builders need, from live children and the set of served optional APIs."""
+    return Observed(
+        serving_cache_key=serving_cache_key(spec, meta, children),
+        monitoring_api=kinds.SERVICE_MONITOR.kind in apis,
+        keda_api=kinds.SCALED_OBJECT.kind in apis,
+        alerting_api=kinds.PROMETHEUS_RULE.kind in apis,
+    )

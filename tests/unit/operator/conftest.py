@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-from inferkube.operator.builders import Observed, render_children
-from inferkube.operator.builders.common import cache_key
+from inferkube.operator.inputs import Observed
+from inferkube.operator.names import cache_key
 from inferkube.operator.parse import parse_service
+from inferkube.operator.render import render_children
 from inferkube.operator.settings import OperatorSettings
 
 REPO = Path(__file__).resolve().parents[3]

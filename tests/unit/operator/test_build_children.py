@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from inferkube.api import contract
-from inferkube.operator.builders import Observed, SpecError, render_children
-from inferkube.operator.builders.common import cache_key
+from inferkube.operator.inputs import Observed, SpecError
+from inferkube.operator.names import cache_key
 from inferkube.operator.parse import parse_service
+from inferkube.operator.render import render_children
 from inferkube.operator.settings import OperatorSettings
 from tests.unit.operator.conftest import EXAMPLES, REPO, by_kind, load_example, render
 

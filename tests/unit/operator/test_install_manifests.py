@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from inferkube.operator.apply import WATCHED_RESOURCES
+from inferkube.operator import kinds
 from inferkube.operator.crd import render_kustomization_yaml
 from inferkube.operator.settings import OperatorSettings, load_settings
 from tests.schemas import NEWEST_K8S, OLDEST_K8S, validate_k8s
@@ -55,7 +55,8 @@ def _allowed(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]
 
 def test_rbac_allows_exactly_what_the_operator_does() -> None:
     rules = one("ClusterRole")["rules"]
-    for group, _version, plural in WATCHED_RESOURCES:
+    for kind in kinds.WATCHED:
+        group, plural = kind.group, kind.plural
         verbs = _allowed(rules, group, plural)
         assert {"list", "watch"} <= verbs, plural
         if plural == "pods":
@@ -73,10 +74,8 @@ def test_rbac_allows_exactly_what_the_operator_does() -> None:
     assert _allowed(rules, "serving.inferkube.dev", "inferenceservices/finalizers") == {"update"}
     assert _allowed(rules, "", "pods/log") == {"get"}
     assert not any("*" in r["verbs"] for r in rules)
-    from inferkube.operator.apply import RESOURCES
-    from inferkube.operator.reconcile import PRUNABLE_KINDS
     deletable = {r for rule in rules if "delete" in rule["verbs"] for r in rule["resources"]}
-    assert deletable == {RESOURCES[kind][1] for kind in PRUNABLE_KINDS}, "delete only what reconcile prunes"
+    assert deletable == {kind.plural for kind in kinds.PRUNABLE}, "delete only what reconcile prunes"
     binding = one("ClusterRoleBinding")
     assert binding["subjects"][0]["namespace"] == one("Deployment")["metadata"]["namespace"]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferkube.operator.builders.common import ServiceMeta, cache_key, download_job_name
+from inferkube.operator.inputs import ServiceMeta
+from inferkube.operator.names import cache_key, download_job_name
 from inferkube.operator.parse import parse_spec
 from inferkube.operator.reconcile import is_subset
 from inferkube.operator.settings import OperatorSettings
-from inferkube.operator.status import Children, compute_status, observe, status_patch
-from inferkube.operator.world import World
+from inferkube.operator.status import compute_status, status_patch
+from inferkube.operator.world import Children, World, observe
 
 META = ServiceMeta(name="m", namespace="ns")
 SPEC = parse_spec({"model": {"source": "hf://o/m", "revision": "r1"}, "replicas": 2})

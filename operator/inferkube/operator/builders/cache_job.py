@@ -6,9 +6,10 @@ from typing import Any
 
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
-from inferkube.operator.builders.common import Observed, ServiceMeta
 from inferkube.operator.builders.pvc import access_mode
+from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
 
@@ -16,7 +17,7 @@ def build_cache_job(
     spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSettings, observed: Observed
 ) -> dict[str, Any]:
     """Download source@revision into CACHE/<key>; the Job name carries the key, so a new revision is a new Job."""
-    key = common.cache_key(spec)
+    key = names.cache_key(spec)
     img, policy = common.image(spec, settings)
     resources = {
         "requests": {"cpu": settings.download_job_cpu, "memory": settings.download_job_memory},
@@ -27,18 +28,17 @@ def build_cache_job(
         "image": img,
         "imagePullPolicy": policy,
         "args": common.download_args(spec, key),
-        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": "/tmp/hf"},
-                *common.hf_token_env(spec)],
+        "env": [*common.home_env(), *common.hf_token_env(spec)],
         "volumeMounts": [
-            {"name": "model-cache", "mountPath": contract.CACHE_MOUNT_PATH},
-            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": common.CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH},
+            {"name": common.TMP_VOLUME, "mountPath": common.TMP_PATH},
         ],
         "resources": resources,
         "securityContext": dict(common.RESTRICTED_CONTAINER_SECURITY),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    labels = {**common.labels(meta, common.COMPONENT_CACHE), contract.ANNOTATION_CACHE_KEY: key}
+    labels = {**names.labels(meta, names.COMPONENT_CACHE), contract.ANNOTATION_CACHE_KEY: key}
     # Run where the replicas run: the claim binds in their zone (WaitForFirstConsumer), and a
     # ReadWriteOnce claim already attached to a serving replica can only be mounted on that node.
     placement = {k: v for k, v in common.pod_scheduling(spec, settings).items()
@@ -46,14 +46,14 @@ def build_cache_job(
     if access_mode(spec) == "ReadWriteOnce" and observed.serving_cache_key is not None:
         placement["affinity"] = {**placement.get("affinity", {}), "podAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": [{
-                "labelSelector": {"matchLabels": common.selector_labels(meta)},
+                "labelSelector": {"matchLabels": names.selector_labels(meta)},
                 "topologyKey": "kubernetes.io/hostname",
             }]}}
     return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
+        "apiVersion": kinds.JOB.api_version,
+        "kind": kinds.JOB.kind,
         "metadata": {
-            "name": common.download_job_name(meta, key),
+            "name": names.download_job_name(meta, key),
             "namespace": meta.namespace,
             "labels": labels,
             "annotations": {
@@ -74,9 +74,9 @@ def build_cache_job(
                     "containers": [container],
                     **placement,
                     "volumes": [
-                        {"name": "model-cache",
-                         "persistentVolumeClaim": {"claimName": common.cache_claim_name(spec, meta)}},
-                        {"name": "tmp", "emptyDir": {}},
+                        {"name": common.CACHE_VOLUME,
+                         "persistentVolumeClaim": {"claimName": names.cache_claim_name(spec, meta)}},
+                        {"name": common.TMP_VOLUME, "emptyDir": {}},
                     ],
                 },
             },

@@ -1,17 +1,18 @@
-"""What every builder shares: the render inputs, child names, labels and the model's location."""
+"""What the builders share: pod security, ports, volumes, environment, scheduling and the model's location.
+
+Names and labels of children live in ``inferkube.operator.names`` (status and reconcile look them up too).
+"""
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator import kinds, names
+from inferkube.operator.inputs import ServiceMeta, SpecError
 from inferkube.operator.settings import AcceleratorProfile, OperatorSettings
 
-COMPONENT_RUNTIME = "runtime"
-COMPONENT_CACHE = "model-cache"
 PORT_NAME = contract.RUNTIME_PORT_NAME
 SERVICE_PORT = 80
 RESTRICTED_CONTAINER_SECURITY: dict[str, Any] = {
@@ -30,96 +31,25 @@ RESTRICTED_POD_SECURITY: dict[str, Any] = {
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 
-
-class SpecError(ValueError):
-    """A spec that passed admission but cannot work on this cluster (e.g. unknown accelerator profile)."""
-
-
-@dataclass(frozen=True)
-class ServiceMeta:
-    """The parts of the InferenceService's metadata builders may use (never its labels)."""
-
-    name: str
-    namespace: str
+# Volumes the runtime and download containers share by name (the root filesystem is read-only).
+CACHE_VOLUME = "model-cache"   # the cache claim, a pvc:// source, or (no cache) an emptyDir
+TMP_VOLUME = "tmp"             # writable scratch, also HOME
+TMP_PATH = "/tmp"
 
 
-@dataclass(frozen=True)
-class Observed:
-    """Facts about the cluster the desired state depends on, read by the handler before rendering.
-
-    ``serving_cache_key`` is the cache directory replicas may serve from (a finished download); None
-    while nothing is cached yet, which holds the Deployment back so N pods never fetch N copies.
-    """
-
-    serving_cache_key: str | None = None
-    monitoring_api: bool = True
-    keda_api: bool = True
-    alerting_api: bool = True
+def home_env() -> list[dict[str, Any]]:
+    """HOME and the Hugging Face home in the writable scratch volume (the root filesystem is read-only)."""
+    return [{"name": "HOME", "value": TMP_PATH}, {"name": "HF_HOME", "value": f"{TMP_PATH}/hf"}]
 
 
-def cache_key(spec: InferenceServiceSpec) -> str:
-    """Directory in the cache claim for this source, revision and file selection (stable, 12 hex)."""
-    model = spec.model
-    identity = "|".join(
-        [model.source, model.revision or "", model.sha256 or "", ",".join(model.allow_patterns),
-         ",".join(model.ignore_patterns)]
-    )
-    return hashlib.sha256(identity.encode()).hexdigest()[:12]
-
-
-def cache_claim_name(spec: InferenceServiceSpec, meta: ServiceMeta) -> str:
-    """Name of the model cache PersistentVolumeClaim."""
-    return spec.cache.name or f"{meta.name}-model-cache"
-
-
-def download_job_name(meta: ServiceMeta, key: str) -> str:
-    """Name of the Job that downloads one source and revision into the cache."""
-    return f"{meta.name}-dl-{key[:8]}"
-
-
-def uses_cache(spec: InferenceServiceSpec) -> bool:
-    """True when the model is downloaded once into a cache claim (not for pvc:// sources)."""
-    return spec.cache.enabled and spec.source_scheme != "pvc"
-
-
-def served_model_name(spec: InferenceServiceSpec, meta: ServiceMeta) -> str:
-    """The model name clients pass."""
-    return spec.model.served_name or meta.name
-
-
-def service_url(meta: ServiceMeta, settings: OperatorSettings) -> str:
-    """In-cluster base URL of the OpenAI-compatible API."""
-    return f"http://{meta.name}.{meta.namespace}.svc.{settings.cluster_domain}/v1"
-
-
-def labels(meta: ServiceMeta, component: str) -> dict[str, str]:
-    """Standard labels of a child (never the InferenceService's own labels)."""
-    return {
-        contract.LABEL_NAME: contract.APP_NAME,
-        contract.LABEL_COMPONENT: component,
-        contract.LABEL_PART_OF: contract.APP_NAME,
-        contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
-        contract.LABEL_ISVC: meta.name,
-    }
-
-
-def selector_labels(meta: ServiceMeta) -> dict[str, str]:
-    """Labels that select the runtime pods of one InferenceService (immutable once created)."""
-    return {
-        contract.LABEL_NAME: contract.APP_NAME,
-        contract.LABEL_COMPONENT: COMPONENT_RUNTIME,
-        contract.LABEL_ISVC: meta.name,
-    }
-
-
-def selector_string(meta: ServiceMeta) -> str:
-    """The runtime pods' selector as a string, for status.selector and the scale subresource."""
-    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(meta).items()))
+def promql_selector(meta: ServiceMeta) -> str:
+    """The PromQL label matchers of one InferenceService's runtime series (as the ServiceMonitor labels them)."""
+    return f'namespace="{meta.namespace}",{contract.METRIC_LABEL_ISVC}="{meta.name}"'
 
 
 def object_meta(meta: ServiceMeta, name: str, component: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
     """metadata of a child."""
-    return {"name": name, "namespace": meta.namespace, "labels": {**(extra_labels or {}), **labels(meta, component)}}
+    return {"name": name, "namespace": meta.namespace, "labels": {**(extra_labels or {}), **names.labels(meta, component)}}
 
 
 def accelerator_profile(spec: InferenceServiceSpec, settings: OperatorSettings) -> AcceleratorProfile | None:
@@ -193,3 +123,8 @@ def pod_scheduling(spec: InferenceServiceSpec, settings: OperatorSettings) -> di
     if sched.priority_class_name:
         out["priorityClassName"] = sched.priority_class_name
     return out
+
+
+def scale_target(meta: ServiceMeta) -> dict[str, Any]:
+    """The autoscaler's scaleTargetRef: the runtime Deployment."""
+    return {"apiVersion": kinds.DEPLOYMENT.api_version, "kind": kinds.DEPLOYMENT.kind, "name": meta.name}

@@ -6,15 +6,14 @@ from typing import Any
 
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
-from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
 PROBE_PERIOD_SECONDS = 10
 TENANTS_VOLUME = "tenants"
-CACHE_VOLUME = "model-cache"
 SHM_VOLUME = "dshm"
-TMP_VOLUME = "tmp"
 
 
 def runtime_args(spec: InferenceServiceSpec, meta: ServiceMeta, key: str) -> list[str]:
@@ -23,7 +22,7 @@ def runtime_args(spec: InferenceServiceSpec, meta: ServiceMeta, key: str) -> lis
     args = [
         "serve",
         "--model", common.model_path(spec, key),
-        "--served-model-name", common.served_model_name(spec, meta),
+        "--served-model-name", names.served_model_name(spec, meta),
         "--host", "0.0.0.0",
         "--port", str(contract.RUNTIME_PORT),
         "--tensor-parallel-size", str(rt.tensor_parallel_size),
@@ -52,11 +51,8 @@ def runtime_args(spec: InferenceServiceSpec, meta: ServiceMeta, key: str) -> lis
 
 def _env(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
     """Environment of the runtime container: offline hub when cached, writable HOME, user's extras."""
-    env: list[dict[str, Any]] = [
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "HF_HOME", "value": "/tmp/hf"},
-    ]
-    if common.uses_cache(spec) or spec.source_scheme == "pvc":
+    env = common.home_env()
+    if names.uses_cache(spec) or spec.source_scheme == "pvc":
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
     redis = spec.api.redis_url_secret
     if spec.api.rate_limit_backend == "redis" and redis is not None:
@@ -110,23 +106,23 @@ def _volumes(spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSe
     shm = spec.resources.shm_size or (profile.shm_size if profile and spec.resources.gpus else "1Gi")
     volumes: list[dict[str, Any]] = [
         {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": str(shm)}},
-        {"name": TMP_VOLUME, "emptyDir": {}},
+        {"name": common.TMP_VOLUME, "emptyDir": {}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": SHM_VOLUME, "mountPath": contract.SHM_MOUNT_PATH},
-        {"name": TMP_VOLUME, "mountPath": "/tmp"},
+        {"name": common.TMP_VOLUME, "mountPath": common.TMP_PATH},
     ]
     if spec.source_scheme == "pvc":
         claim = {"claimName": common.pvc_source_claim(spec), "readOnly": True}
-        volumes.append({"name": CACHE_VOLUME, "persistentVolumeClaim": claim})
-        mounts.append({"name": CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH, "readOnly": True})
-    elif common.uses_cache(spec):
-        claim = {"claimName": common.cache_claim_name(spec, meta), "readOnly": True}
-        volumes.append({"name": CACHE_VOLUME, "persistentVolumeClaim": claim})
-        mounts.append({"name": CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH, "readOnly": True})
+        volumes.append({"name": common.CACHE_VOLUME, "persistentVolumeClaim": claim})
+        mounts.append({"name": common.CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH, "readOnly": True})
+    elif names.uses_cache(spec):
+        claim = {"claimName": names.cache_claim_name(spec, meta), "readOnly": True}
+        volumes.append({"name": common.CACHE_VOLUME, "persistentVolumeClaim": claim})
+        mounts.append({"name": common.CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH, "readOnly": True})
     else:
-        volumes.append({"name": CACHE_VOLUME, "emptyDir": {}})
-        mounts.append({"name": CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH})
+        volumes.append({"name": common.CACHE_VOLUME, "emptyDir": {}})
+        mounts.append({"name": common.CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH})
     if spec.api.keys_secret:
         volumes.append({"name": TENANTS_VOLUME, "secret": {"secretName": spec.api.keys_secret,
                                                           "items": [{"key": contract.TENANTS_FILE_KEY,
@@ -137,7 +133,7 @@ def _volumes(spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSe
 
 def _init_download(spec: InferenceServiceSpec, settings: OperatorSettings, key: str) -> list[dict[str, Any]]:
     """Without a cache claim every pod downloads the model into its emptyDir first (the slow path)."""
-    if common.uses_cache(spec) or spec.source_scheme == "pvc":
+    if names.uses_cache(spec) or spec.source_scheme == "pvc":
         return []
     img, policy = common.image(spec, settings)
     return [
@@ -146,10 +142,10 @@ def _init_download(spec: InferenceServiceSpec, settings: OperatorSettings, key: 
             "image": img,
             "imagePullPolicy": policy,
             "args": common.download_args(spec, key),
-            "env": [{"name": "HOME", "value": "/tmp"}, *common.hf_token_env(spec)],
+            "env": [*common.home_env(), *common.hf_token_env(spec)],
             "volumeMounts": [
-                {"name": CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH},
-                {"name": TMP_VOLUME, "mountPath": "/tmp"},
+                {"name": common.CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH},
+                {"name": common.TMP_VOLUME, "mountPath": common.TMP_PATH},
             ],
             "securityContext": dict(common.RESTRICTED_CONTAINER_SECURITY),
             "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -161,7 +157,7 @@ def build_deployment(
     spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSettings, observed: Observed
 ) -> dict[str, Any]:
     """The runtime Deployment. ``replicas`` is left out when an autoscaler owns it."""
-    key = observed.serving_cache_key or common.cache_key(spec)
+    key = observed.serving_cache_key or names.cache_key(spec)
     img, policy = common.image(spec, settings)
     volumes, mounts = _volumes(spec, meta, settings)
     container: dict[str, Any] = {
@@ -196,7 +192,7 @@ def build_deployment(
     if init:
         pod_spec["initContainers"] = init
     deployment_spec: dict[str, Any] = {
-        "selector": {"matchLabels": common.selector_labels(meta)},
+        "selector": {"matchLabels": names.selector_labels(meta)},
         "strategy": {
             "type": "RollingUpdate",
             "rollingUpdate": {"maxSurge": spec.rollout.max_surge, "maxUnavailable": spec.rollout.max_unavailable},
@@ -205,7 +201,7 @@ def build_deployment(
         "revisionHistoryLimit": 5,
         "template": {
             "metadata": {
-                "labels": common.labels(meta, common.COMPONENT_RUNTIME),
+                "labels": names.labels(meta, names.COMPONENT_RUNTIME),
                 "annotations": {contract.ANNOTATION_CACHE_KEY: key},
             },
             "spec": pod_spec,
@@ -214,10 +210,10 @@ def build_deployment(
     if spec.autoscaling is None:
         deployment_spec["replicas"] = 1 if spec.replicas is None else spec.replicas
     return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "apiVersion": kinds.DEPLOYMENT.api_version,
+        "kind": kinds.DEPLOYMENT.kind,
         "metadata": {
-            **common.object_meta(meta, meta.name, common.COMPONENT_RUNTIME),
+            **common.object_meta(meta, meta.name, names.COMPONENT_RUNTIME),
             "annotations": {contract.ANNOTATION_CACHE_KEY: key},
         },
         "spec": deployment_spec,

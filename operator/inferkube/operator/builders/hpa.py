@@ -6,8 +6,9 @@ from typing import Any
 
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec, ScalingBehavior
+from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
-from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
 DEFAULT_SCALE_DOWN = ScalingBehavior(stabilization_window_seconds=300, pods_per_period=1, period_seconds=60)
@@ -47,7 +48,7 @@ def build_hpa(
     if auto.target_kv_cache_usage is not None:
         metrics.append(pod_metric(contract.METRIC_KV_CACHE_USAGE, f"{auto.target_kv_cache_usage * 10}m"))
     hpa_spec: dict[str, Any] = {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta.name},
+        "scaleTargetRef": common.scale_target(meta),
         "minReplicas": auto.min_replicas,
         "maxReplicas": auto.max_replicas,
         "metrics": metrics,
@@ -60,8 +61,8 @@ def build_hpa(
     if behavior:
         hpa_spec["behavior"] = behavior
     return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": common.object_meta(meta, meta.name, common.COMPONENT_RUNTIME),
+        "apiVersion": kinds.HORIZONTAL_POD_AUTOSCALER.api_version,
+        "kind": kinds.HORIZONTAL_POD_AUTOSCALER.kind,
+        "metadata": common.object_meta(meta, meta.name, names.COMPONENT_RUNTIME),
         "spec": hpa_spec,
     }

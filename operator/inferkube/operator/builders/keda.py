@@ -6,8 +6,9 @@ from typing import Any
 
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
-from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
 
@@ -25,7 +26,7 @@ def build_scaledobject(
     """ScaledObject scaling the Deployment; thresholds are per replica, like the HPA's targets."""
     auto = spec.autoscaling
     assert auto is not None, "build_scaledobject needs spec.autoscaling"
-    where = f'namespace="{meta.namespace}",{contract.METRIC_LABEL_ISVC}="{meta.name}"'
+    where = common.promql_selector(meta)
     triggers = []
     if auto.target_queue_depth is not None:
         query = f"sum({contract.METRIC_QUEUE_DEPTH}{{{where}}})"
@@ -34,14 +35,14 @@ def build_scaledobject(
         query = f"sum({contract.METRIC_KV_CACHE_USAGE}{{{where}}})"
         triggers.append(_trigger(settings, query, str(auto.target_kv_cache_usage / 100)))
     so_spec: dict[str, Any] = {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta.name},
+        "scaleTargetRef": common.scale_target(meta),
         "minReplicaCount": auto.min_replicas,
         "maxReplicaCount": auto.max_replicas,
         "triggers": triggers,
     }
     return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": common.object_meta(meta, meta.name, common.COMPONENT_RUNTIME),
+        "apiVersion": kinds.SCALED_OBJECT.api_version,
+        "kind": kinds.SCALED_OBJECT.kind,
+        "metadata": common.object_meta(meta, meta.name, names.COMPONENT_RUNTIME),
         "spec": so_spec,
     }

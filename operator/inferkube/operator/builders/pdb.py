@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
-from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
 
@@ -15,12 +16,12 @@ def build_pdb(
 ) -> dict[str, Any]:
     """maxUnavailable 1: drains proceed one replica at a time and never block forever on one replica."""
     return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": common.object_meta(meta, meta.name, common.COMPONENT_RUNTIME),
+        "apiVersion": kinds.POD_DISRUPTION_BUDGET.api_version,
+        "kind": kinds.POD_DISRUPTION_BUDGET.kind,
+        "metadata": common.object_meta(meta, meta.name, names.COMPONENT_RUNTIME),
         "spec": {
             "maxUnavailable": 1,
-            "selector": {"matchLabels": common.selector_labels(meta)},
+            "selector": {"matchLabels": names.selector_labels(meta)},
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }

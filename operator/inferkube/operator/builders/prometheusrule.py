@@ -6,8 +6,9 @@ from typing import Any
 
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
-from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
 
@@ -26,7 +27,7 @@ def build_prometheusrule(
     spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSettings, observed: Observed
 ) -> dict[str, Any]:
     """Alerts: replicas down, error rate, queue backing up, KV cache saturated, rate-limit backend failing."""
-    sel = f'namespace="{meta.namespace}",{contract.METRIC_LABEL_ISVC}="{meta.name}"'
+    sel = common.promql_selector(meta)
     queue_limit = 2 * (spec.autoscaling.target_queue_depth if spec.autoscaling and spec.autoscaling.target_queue_depth
                        else 8)
     requests = contract.METRIC_REQUESTS_TOTAL
@@ -46,8 +47,8 @@ def build_prometheusrule(
                "the rate-limit backend (Redis) is failing; limits fail open or closed as configured", meta),
     ]
     return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PrometheusRule",
-        "metadata": common.object_meta(meta, meta.name, common.COMPONENT_RUNTIME, spec.monitoring.labels),
+        "apiVersion": kinds.PROMETHEUS_RULE.api_version,
+        "kind": kinds.PROMETHEUS_RULE.kind,
+        "metadata": common.object_meta(meta, meta.name, names.COMPONENT_RUNTIME, spec.monitoring.labels),
         "spec": {"groups": [{"name": f"inferkube.{meta.namespace}.{meta.name}", "rules": rules}]},
     }

@@ -6,8 +6,9 @@ from typing import Any
 
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
-from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
 
@@ -28,6 +29,7 @@ def build_pvc(
     }
     if spec.cache.storage_class_name:
         pvc_spec["storageClassName"] = spec.cache.storage_class_name
-    metadata = common.object_meta(meta, common.cache_claim_name(spec, meta), common.COMPONENT_CACHE)
+    metadata = common.object_meta(meta, names.cache_claim_name(spec, meta), names.COMPONENT_CACHE)
     metadata["annotations"] = {contract.ANNOTATION_PREFIX + "reclaim-policy": spec.cache.reclaim_policy}
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": pvc_spec}
+    return {"apiVersion": kinds.PERSISTENT_VOLUME_CLAIM.api_version, "kind": kinds.PERSISTENT_VOLUME_CLAIM.kind,
+            "metadata": metadata, "spec": pvc_spec}

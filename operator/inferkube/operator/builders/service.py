@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
-from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
 
@@ -15,12 +16,12 @@ def build_service(
 ) -> dict[str, Any]:
     """Port 80 (named http) to the runtime's port; ready pods only."""
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": common.object_meta(meta, meta.name, common.COMPONENT_RUNTIME),
+        "apiVersion": kinds.SERVICE.api_version,
+        "kind": kinds.SERVICE.kind,
+        "metadata": common.object_meta(meta, meta.name, names.COMPONENT_RUNTIME),
         "spec": {
             "type": "ClusterIP",
-            "selector": common.selector_labels(meta),
+            "selector": names.selector_labels(meta),
             "ports": [
                 {
                     "name": common.PORT_NAME,

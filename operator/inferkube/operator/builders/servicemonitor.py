@@ -6,8 +6,9 @@ from typing import Any
 
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
-from inferkube.operator.builders.common import Observed, ServiceMeta
+from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
 
@@ -16,11 +17,11 @@ def build_servicemonitor(
 ) -> dict[str, Any]:
     """ServiceMonitor on the Service's http port; the InferenceService label becomes a target label."""
     return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "ServiceMonitor",
-        "metadata": common.object_meta(meta, meta.name, common.COMPONENT_RUNTIME, spec.monitoring.labels),
+        "apiVersion": kinds.SERVICE_MONITOR.api_version,
+        "kind": kinds.SERVICE_MONITOR.kind,
+        "metadata": common.object_meta(meta, meta.name, names.COMPONENT_RUNTIME, spec.monitoring.labels),
         "spec": {
-            "selector": {"matchLabels": common.selector_labels(meta)},
+            "selector": {"matchLabels": names.selector_labels(meta)},
             "namespaceSelector": {"matchNames": [meta.namespace]},
             "targetLabels": [contract.LABEL_ISVC],
             "endpoints": [

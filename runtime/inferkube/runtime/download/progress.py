@@ -1,7 +1,7 @@
 """The downloader's progress contract: JSON lines on stdout plus one final object in the termination log.
 
 The operator reads these from the download Job's pod (log lines while it runs, the container's
-`terminationMessage` when it ends), so the names below are a wire contract: keep them stable.
+`terminationMessage` when it ends), so the names are a wire contract: they live in ``inferkube.api.contract`` (``DOWNLOAD_*``).
 
 Lines, one per `--progress-interval` seconds and one at the end::
 
@@ -85,18 +85,21 @@ class ProgressState:
 def progress_event(bytes_done: int, bytes_total: int | None, files_done: int,
                    files_total: int | None) -> dict[str, Any]:
     """Build a `progress` event object."""
-    return {"event": EVENT_PROGRESS, "bytesDone": bytes_done, "bytesTotal": bytes_total,
-            "filesDone": files_done, "filesTotal": files_total}
+    return {contract.DOWNLOAD_KEY_EVENT: EVENT_PROGRESS, contract.DOWNLOAD_KEY_BYTES_DONE: bytes_done,
+            contract.DOWNLOAD_KEY_BYTES_TOTAL: bytes_total, contract.DOWNLOAD_KEY_FILES_DONE: files_done,
+            contract.DOWNLOAD_KEY_FILES_TOTAL: files_total}
 
 
 def done_event(revision: str | None, total_bytes: int, files: int) -> dict[str, Any]:
     """Build the final `done` event object."""
-    return {"event": EVENT_DONE, "revision": revision, "bytes": total_bytes, "files": files}
+    return {contract.DOWNLOAD_KEY_EVENT: EVENT_DONE, contract.DOWNLOAD_KEY_REVISION: revision,
+            contract.DOWNLOAD_KEY_BYTES: total_bytes, contract.DOWNLOAD_KEY_FILES: files}
 
 
 def failed_event(reason: str, message: str) -> dict[str, Any]:
     """Build the final `failed` event object (message kept short enough for the termination log)."""
-    return {"event": EVENT_FAILED, "reason": reason, "message": message[:1500]}
+    return {contract.DOWNLOAD_KEY_EVENT: EVENT_FAILED, contract.DOWNLOAD_KEY_REASON: reason,
+            contract.DOWNLOAD_KEY_MESSAGE: message[:1500]}
 
 
 def encode_event(event: dict[str, Any]) -> str:
@@ -110,7 +113,7 @@ def write_termination_message(path: str | Path | None, event: dict[str, Any]) ->
         return
     text = encode_event(event)
     if len(text.encode()) >= TERMINATION_MESSAGE_LIMIT:
-        event = dict(event, message=str(event.get("message", ""))[:512])
+        event = {**event, contract.DOWNLOAD_KEY_MESSAGE: str(event.get(contract.DOWNLOAD_KEY_MESSAGE, ""))[:512]}
         text = encode_event(event)
     try:
         with open(path, "w", encoding="utf-8") as fh:

@@ -1,0 +1,155 @@
+"""The coalescing reconcile scheduler: at most one reconcile per InferenceService at a time.
+
+Watch events only mark an InferenceService dirty; a run picks up everything that changed meanwhile in
+one rerun. Transient API errors back off (0.2 s doubling to 30 s); anything else that escapes a
+reconcile is a bug: logged with its traceback, counted apart, and retried the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kopf
+
+from inferkube.api import contract
+from inferkube.operator.apply import KubeWriter, TransientApiError
+from inferkube.operator.reconcile import Refusal, reconcile
+from inferkube.operator.settings import OperatorSettings
+from inferkube.operator.world import Key, World
+
+log = logging.getLogger("inferkube.operator")
+
+
+@dataclass
+class Stats:
+    """Counters the benchmark and tests read."""
+
+    reconciles: int = 0
+    applies: int = 0
+    status_writes: int = 0
+    transient_errors: int = 0  # the API server failed in a way worth retrying (5xx, 409, 429, unreachable)
+    bugs: int = 0              # anything else escaping a reconcile: logged with its traceback
+
+
+class Reconciler:
+    """Runs at most one reconcile per InferenceService at a time; events during a run coalesce into one rerun."""
+
+    def __init__(self, world: World, settings: OperatorSettings, writer: KubeWriter) -> None:
+        self.world = world
+        self.settings = settings
+        self.writer = writer
+        self.stats = Stats()
+        self._tasks: dict[Key, asyncio.Task[None]] = {}
+        self._dirty: set[Key] = set()
+        self._invalid: dict[Key, tuple[Any, str]] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._ready_at = 0.0
+
+    def hold_until_settled(self, seconds: float) -> None:
+        """Defer reconciles for a moment after start-up, so the watches list the children first
+        (otherwise a restart would briefly report a Ready service as CachingModel)."""
+        self._ready_at = asyncio.get_running_loop().time() + seconds
+
+    def schedule(self, key: Key) -> None:
+        """Reconcile key soon; if a reconcile of key is running, run once more after it."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._ready_at:
+            if key not in self._timers:
+                self._timers[key] = loop.call_later(self._ready_at - loop.time(), self._release, key)
+            return
+        if key in self._tasks:
+            self._dirty.add(key)
+            return
+        self._tasks[key] = asyncio.create_task(self._run(key), name=f"reconcile {key[0]}/{key[1]}")
+
+    def _release(self, key: Key) -> None:
+        """The start-up hold of key is over."""
+        self._timers.pop(key, None)
+        self.schedule(key)
+
+    def schedule_all(self) -> None:
+        """Reconcile every known InferenceService."""
+        for key in list(self.world.services):
+            self.schedule(key)
+
+    async def resync_forever(self, interval: float) -> None:
+        """Periodic level-based resync: catches anything the watches missed."""
+        while True:
+            await asyncio.sleep(interval)
+            self.schedule_all()
+
+    async def close(self) -> None:
+        """Cancel running reconciles."""
+        for timer in self._timers.values():
+            timer.cancel()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def _run(self, key: Key) -> None:
+        """Reconcile key until no event arrived during the last run; back off after failures."""
+        failures = 0
+        try:
+            while True:
+                self._dirty.discard(key)
+                body = self.world.services.get(key)
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    return
+                try:
+                    await self._once(key, body)
+                    failures = 0
+                except Exception as exc:  # a failed reconcile must never stop the scheduler
+                    failures += 1
+                    delay = min(30.0, 0.2 * 2 ** (failures - 1))
+                    self._count_failure(key, exc, delay)
+                    await asyncio.sleep(delay)
+                    self._dirty.add(key)
+                if key not in self._dirty:
+                    return
+        finally:
+            self._tasks.pop(key, None)
+
+    def _count_failure(self, key: Key, exc: Exception, delay: float) -> None:
+        """A transient API error is a warning; anything else is a bug, logged with its traceback."""
+        if isinstance(exc, TransientApiError):
+            self.stats.transient_errors += 1
+            log.warning("reconcile %s/%s: %s; retrying in %.1fs", *key, exc, delay)
+        else:
+            self.stats.bugs += 1
+            log.error("reconcile %s/%s failed unexpectedly (a bug); retrying in %.1fs", *key, delay, exc_info=exc)
+
+    async def _once(self, key: Key, body: dict[str, Any]) -> None:
+        """One reconcile; a refused spec or child gets one Event per generation and message, not retries."""
+        self.stats.reconciles += 1
+        outcome = await reconcile(body, self.world.children_of(key), set(self.world.apis), self.settings,
+                                  self.writer, self._remember)
+        self.stats.status_writes += int(outcome.status_written)
+        self.stats.applies += len(outcome.applied) + len(outcome.deleted)
+        if outcome.refused is not None:
+            self._warn_once(key, body, outcome.refused)
+            return
+        self._invalid.pop(key, None)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if outcome.requeue_after is not None:
+            self._timers[key] = asyncio.get_running_loop().call_later(outcome.requeue_after, self.schedule, key)
+
+    def _warn_once(self, key: Key, body: dict[str, Any], refused: Refusal) -> None:
+        """One log line and one Warning Event per (generation, message): no retry storm, no Event storm."""
+        generation = body["metadata"].get("generation")
+        if self._invalid.get(key) != (generation, refused.message):
+            self._invalid[key] = (generation, refused.message)
+            log.error("InferenceService %s/%s: %s: %s", *key, refused.reason, refused.message)
+            kopf.event(kopf.Body(cast(kopf.RawBody, body)), type="Warning", reason=refused.reason,
+                       message=refused.message)
+
+    def _remember(self, written: dict[str, Any]) -> None:
+        """Feed our own write's response into the world, so the next reconcile does not write it again."""
+        if written.get("kind") == contract.KIND:
+            self.world.observe_service("MODIFIED", written)
+        elif written.get("kind"):
+            self.world.observe_child("MODIFIED", written)
