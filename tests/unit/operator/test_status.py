@@ -7,10 +7,26 @@ from typing import Any
 from inferkube.operator.inputs import ServiceMeta
 from inferkube.operator.names import cache_key, download_job_name
 from inferkube.operator.parse import parse_spec
-from inferkube.operator.reconcile import is_subset
 from inferkube.operator.settings import OperatorSettings
-from inferkube.operator.status import compute_status, status_patch
-from inferkube.operator.world import Children, World, observe
+from inferkube.operator.status import (
+    APPLY_REJECTED,
+    INVALID_SPEC,
+    PHASES,
+    Facts,
+    autoscaler_ready,
+    available,
+    compute_status,
+    degraded,
+    model_cached,
+    monitoring_ready,
+    phase_of,
+    progressing,
+    read_facts,
+    ready,
+    refused_status,
+    status_patch,
+)
+from inferkube.operator.world import Children, observe
 
 META = ServiceMeta(name="m", namespace="ns")
 SPEC = parse_spec({"model": {"source": "hf://o/m", "revision": "r1"}, "replicas": 2})
@@ -98,36 +114,149 @@ def test_status_is_not_rewritten_when_nothing_changed() -> None:
     assert cond(patch, "ModelCached")["lastTransitionTime"] == "2026-01-01T00:00:00Z"
 
 
-def test_live_defaults_do_not_count_as_drift() -> None:
-    desired = {"spec": {"ports": [{"port": 80, "name": "http"}], "replicas": 2}}
-    live = {"spec": {"ports": [{"port": 80, "name": "http", "protocol": "TCP"}], "replicas": 2, "clusterIP": "10.0.0.1"}}
-    assert is_subset(desired, live)
-    assert not is_subset({"spec": {"replicas": 3}}, live)
-    assert not is_subset({"spec": {"ports": [{"port": 80}, {"port": 81}]}}, live)
+# --- One test per condition function and per phase row ---------------------------------------------
+
+def facts(*children: dict[str, Any], spec: Any = SPEC, apis: set[str] | None = None,
+          report: dict[str, Any] | None = None) -> Facts:
+    kids = Children()
+    for child in children:
+        kids.by_kind.setdefault(child["kind"], []).append(child)
+    return read_facts(spec, META, 3, kids, observe(spec, META, kids, apis or set()), report)
 
 
-def test_world_ignores_stale_events_and_forgets_deleted_children() -> None:
-    world = World()
-    isvc = {"metadata": {"name": "m", "namespace": "ns", "resourceVersion": "5"}}
-    assert world.observe_service("ADDED", isvc) == ("ns", "m")
-    assert world.observe_service("MODIFIED", {"metadata": {**isvc["metadata"], "resourceVersion": "4"}}) is None
-    child = {"kind": "Service", "metadata": {"name": "m", "namespace": "ns", "resourceVersion": "7",
-                                             "labels": {"serving.inferkube.dev/inferenceservice": "m"}}}
-    assert world.observe_child("ADDED", child) == ("ns", "m")
-    assert world.children_of(("ns", "m")).get("Service", "m") is child
-    world.observe_service("DELETED", isvc)
-    world.observe_child("DELETED", child)
-    assert world.children == {}
+def reason(condition: Any) -> str:
+    assert condition is not None
+    return str(condition.reason)
 
 
-def test_replicas_are_handed_over_before_an_autoscaler_takes_them() -> None:
-    from inferkube.operator.reconcile import replicas_to_hand_over
+def spec_with(**fields: Any) -> Any:
+    return parse_spec({"model": {"source": "hf://o/m", "revision": "r1"}, "replicas": 2, **fields})
 
-    desired = {"kind": "Deployment", "spec": {"template": {}}}  # autoscaled: no replicas sent
-    ours = {"manager": "inferkube-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
-    live = {"metadata": {"managedFields": [ours]}, "spec": {"replicas": 4}}
-    assert replicas_to_hand_over(desired, live) == 4
-    hpa_owns = {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
-    assert replicas_to_hand_over(desired, {"metadata": {"managedFields": [hpa_owns]}, "spec": {"replicas": 4}}) is None
-    assert replicas_to_hand_over({"kind": "Deployment", "spec": {"replicas": 2}}, live) is None
-    assert replicas_to_hand_over(desired, None) is None
+
+def test_model_cached_names_where_the_model_comes_from() -> None:
+    pvc = parse_spec({"model": {"source": "pvc://weights/llama"}, "replicas": 1})
+    assert (model_cached(facts(spec=pvc)).status, model_cached(facts(spec=pvc)).reason) == ("True", "SourceIsVolume")
+    no_cache = spec_with(cache={"enabled": False})
+    assert model_cached(facts(spec=no_cache)).reason == "CacheDisabled"
+    assert model_cached(facts(job("Complete"))).reason == "Downloaded"
+    assert model_cached(facts()).reason == "DownloadPending"
+    progress = {"event": "progress", "bytesDone": 250, "bytesTotal": 1000}
+    downloading = model_cached(facts(job("Active"), report=progress))
+    assert (downloading.reason, downloading.message) == ("Downloading", "downloading hf://o/m (25%)")
+    failed = model_cached(facts(job("Failed"), report={"event": "failed", "reason": "NotFound", "message": "no repo"}))
+    assert (failed.status, failed.reason, failed.message) == ("False", "DownloadFailed", "NotFound: no repo")
+
+
+def test_available_follows_the_deployment_and_needs_a_ready_replica() -> None:
+    assert available(facts()).reason == "NoDeployment"
+    assert available(facts(job("Complete"), deployment(0, []))).reason == "Pending"
+    no_ready_yet = available(facts(job("Complete"), deployment(0, AVAILABLE)))
+    assert (no_ready_yet.status, no_ready_yet.reason) == ("False", "MinimumReplicasAvailable")
+    assert available(facts(job("Complete"), deployment(2, AVAILABLE))).status == "True"
+
+
+def test_progressing_while_caching_or_rolling_out_but_not_past_the_deadline() -> None:
+    caching = progressing(facts(job("Active")))
+    assert (caching.status, caching.reason) == ("True", "CachingModel")
+    assert progressing(facts(job("Complete"), deployment(2, AVAILABLE))).status == "False", "rollout done"
+    assert progressing(facts(job("Complete"), deployment(1, []))).status == "True", "1 of 2 ready"
+    stuck = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "slow"}]
+    assert progressing(facts(job("Complete"), deployment(0, stuck))).status == "False"
+
+
+def test_degraded_names_the_first_problem() -> None:
+    assert degraded(facts(job("Failed"))).reason == "DownloadFailed"
+    quota = [{"type": "ReplicaFailure", "status": "True", "message": "exceeded quota: gpu"}]
+    got = degraded(facts(job("Complete"), deployment(0, quota)))
+    assert (got.status, got.reason, got.message) == ("True", "ReplicaFailure", "exceeded quota: gpu")
+    ok = degraded(facts(job("Complete"), deployment(2, AVAILABLE)))
+    assert (ok.status, ok.reason) == ("False", "AsExpected")
+
+
+def test_monitoring_ready_says_why_there_is_no_servicemonitor() -> None:
+    assert monitoring_ready(facts(spec=spec_with(monitoring={"serviceMonitor": False}))).reason == "Disabled"
+    assert monitoring_ready(facts()).reason == "PrometheusOperatorMissing"
+    assert monitoring_ready(facts(apis={"ServiceMonitor"})).reason == "Creating"
+    sm = {"kind": "ServiceMonitor", "metadata": {"name": "m"}}
+    created = monitoring_ready(facts(sm, apis={"ServiceMonitor"}))
+    assert (created.status, created.reason) == ("True", "ServiceMonitorCreated")
+
+
+def test_autoscaler_ready_only_with_autoscaling() -> None:
+    hpa_spec = parse_spec({"model": {"source": "hf://o/m"}, "autoscaling": {"minReplicas": 1, "maxReplicas": 3}})
+    keda_spec = parse_spec({"model": {"source": "hf://o/m"},
+                            "autoscaling": {"engine": "keda", "minReplicas": 1, "maxReplicas": 3}})
+    assert autoscaler_ready(facts()) is None
+    assert reason(autoscaler_ready(facts(spec=hpa_spec))) == "Pending"
+    hpa = {"kind": "HorizontalPodAutoscaler", "metadata": {"name": "m"}}
+    assert reason(autoscaler_ready(facts(hpa, spec=hpa_spec))) == "HorizontalPodAutoscalerCreated"
+    assert reason(autoscaler_ready(facts(spec=keda_spec))) == "KedaMissing"
+
+
+def test_every_row_of_the_phase_table_is_reachable() -> None:
+    quota = [{"type": "ReplicaFailure", "status": "True", "message": "exceeded quota"}]
+    scaled_to_zero = {**deployment(0, []), "spec": {"replicas": 0}}
+    cases = {
+        "download failed": facts(job("Failed")),
+        "degraded and not serving": facts(job("Complete"), deployment(0, quota)),
+        "downloading": facts(job("Active")),
+        "no deployment yet": facts(job("Complete")),
+        "serving": facts(job("Complete"), deployment(2, AVAILABLE)),
+        "scaled to zero": facts(job("Complete"), scaled_to_zero),
+        "pods not ready": facts(job("Complete"), deployment(0, [])),
+    }
+    assert list(cases) == [rule.name for rule in PHASES]
+    got = {name: phase_of(f, degraded(f)) for name, f in cases.items()}
+    assert got == {
+        "download failed": ("Failed", "BackoffLimitExceeded:"),
+        "degraded and not serving": ("Failed", "ReplicaFailure: exceeded quota"),
+        "downloading": ("CachingModel", "downloading"),
+        "no deployment yet": ("Pending", "creating children"),
+        "serving": ("Ready", "2/2 replicas ready"),
+        "scaled to zero": ("Ready", "scaled to zero"),
+        "pods not ready": ("Scheduling", "waiting for pods"),
+    }
+    serving_with_problem = facts(job("Complete"), deployment(2, [*AVAILABLE, *quota]))
+    assert phase_of(serving_with_problem, degraded(serving_with_problem)) == ("Degraded", "2/2 replicas ready")
+
+
+def test_ready_says_what_is_served_or_why_not() -> None:
+    f = facts(job("Complete"), deployment(2, AVAILABLE))
+    assert ready(f, degraded(f), "Ready", "2/2 replicas ready").message == "2/2 replicas ready; serving m"
+    quota = [{"type": "ReplicaFailure", "status": "True", "message": "exceeded quota"}]
+    f = facts(job("Complete"), deployment(0, quota))
+    assert ready(f, degraded(f), "Failed", "x").reason == "ReplicaFailure"
+    f = facts(job("Active"))
+    assert (ready(f, degraded(f), "CachingModel", "40%").reason, ready(f, degraded(f), "CachingModel", "40%").message) \
+        == ("CachingModel", "40%")
+
+
+# --- Refused: InvalidSpec and ApplyRejected take the same patch path --------------------------------
+
+def test_a_refused_spec_keeps_the_rest_of_the_status_and_the_transition_rule() -> None:
+    kids = Children({"Job": [job("Complete")], "Deployment": [deployment(2, AVAILABLE)]})
+    serving = status_patch(compute_status(SPEC, META, 3, OperatorSettings(), kids, observe(SPEC, META, kids, set())),
+                           None, "2026-01-01T00:00:00Z")
+    assert serving is not None
+    refused = refused_status(serving, 4, INVALID_SPEC, "unknown accelerator profile 'tpu'")
+    patch = status_patch(refused, serving, "2026-01-01T00:05:00Z")
+    assert patch is not None
+    assert (patch["phase"], patch["phaseDetail"], patch["observedGeneration"]) == ("Failed", "InvalidSpec", 4)
+    assert [c["type"] for c in patch["conditions"]][:2] == ["Ready", "Degraded"]
+    assert cond(patch, "Ready")["reason"] == cond(patch, "Degraded")["reason"] == "InvalidSpec"
+    assert cond(patch, "Ready")["observedGeneration"] == 4 and cond(patch, "ModelCached")["observedGeneration"] == 3
+    assert cond(patch, "Ready")["lastTransitionTime"] == "2026-01-01T00:05:00Z", "True -> False is a transition"
+    assert cond(patch, "ModelCached")["lastTransitionTime"] == "2026-01-01T00:00:00Z", "other conditions kept"
+    assert patch["url"] == serving["url"] and patch["cache"] == serving["cache"]
+    # the same refusal again writes nothing; a new message is written, keeping the transition time
+    assert status_patch(refused_status(patch, 4, INVALID_SPEC, "unknown accelerator profile 'tpu'"), patch, "t") is None
+    again = status_patch(refused_status(patch, 4, APPLY_REJECTED, "422"), patch, "2026-01-01T00:09:00Z")
+    assert again is not None and cond(again, "Ready")["reason"] == "ApplyRejected"
+    assert cond(again, "Ready")["lastTransitionTime"] == "2026-01-01T00:05:00Z", "still False: no transition"
+
+
+def test_a_refusal_on_a_fresh_object_writes_a_whole_status() -> None:
+    patch = status_patch(refused_status(None, 1, INVALID_SPEC, "bad"), {"kopf": {"x": 1}}, "now")
+    assert patch is not None and "kopf" not in patch
+    assert [(c["type"], c["status"]) for c in patch["conditions"]] == [("Ready", "False"), ("Degraded", "True")]
+    assert patch["phase"] == "Failed"
