@@ -26,7 +26,7 @@ from inferkube.operator import kinds
 from inferkube.operator.apply import KubeWriter
 from inferkube.operator.scheduler import Reconciler
 from inferkube.operator.settings import load_settings
-from inferkube.operator.world import OPTIONAL_APIS, World
+from inferkube.operator.world import World
 
 log = logging.getLogger("inferkube.operator")
 MANAGED = {contract.LABEL_MANAGED_BY: contract.MANAGED_BY}
@@ -98,7 +98,7 @@ for _kind in kinds.WATCHED:
 _CRD = kinds.CUSTOM_RESOURCE_DEFINITION
 
 
-@kopf.on.event(_CRD.group, _CRD.version, _CRD.plural, when=lambda name, **_: name in OPTIONAL_APIS)
+@kopf.on.event(_CRD.group, _CRD.version, _CRD.plural, when=lambda name, **_: name in kinds.OPTIONAL_APIS)
 async def optional_api_event(event: kopf.RawEvent, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The Prometheus Operator or KEDA CRD appeared or went away: reconcile everything."""
     if memo.world.observe_crd(event.get("type"), name, dict(body)):

@@ -1,8 +1,8 @@
 """The coalescing reconcile scheduler: at most one reconcile per InferenceService at a time.
 
 Watch events only mark an InferenceService dirty; a run picks up everything that changed meanwhile in
-one rerun. Transient API errors back off (0.2 s doubling to 30 s); anything else that escapes a
-reconcile is a bug: logged with its traceback, counted apart, and retried the same way.
+one rerun. API errors back off (0.2 s doubling to 30 s); anything else that escapes a reconcile is a
+bug: logged with its traceback, counted apart, and retried the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, cast
 import kopf
 
 from inferkube.api import contract
-from inferkube.operator.apply import KubeWriter, TransientApiError
+from inferkube.operator.apply import ApiError, KubeWriter
 from inferkube.operator.reconcile import Refusal, reconcile
 from inferkube.operator.settings import OperatorSettings
 from inferkube.operator.world import Key, World
@@ -30,7 +30,9 @@ class Stats:
     reconciles: int = 0
     applies: int = 0
     status_writes: int = 0
-    transient_errors: int = 0  # the API server failed in a way worth retrying (5xx, 409, 429, unreachable)
+    # The API server failed (5xx, 409, 429, unreachable) or refused the status write (e.g. 404: deleted meanwhile);
+    # refused children never get here (they become ApplyRejected).
+    transient_errors: int = 0
     bugs: int = 0              # anything else escaping a reconcile: logged with its traceback
 
 
@@ -113,8 +115,8 @@ class Reconciler:
             self._tasks.pop(key, None)
 
     def _count_failure(self, key: Key, exc: Exception, delay: float) -> None:
-        """A transient API error is a warning; anything else is a bug, logged with its traceback."""
-        if isinstance(exc, TransientApiError):
+        """An API error is a warning; anything else is a bug, logged with its traceback."""
+        if isinstance(exc, ApiError):
             self.stats.transient_errors += 1
             log.warning("reconcile %s/%s: %s; retrying in %.1fs", *key, exc, delay)
         else:

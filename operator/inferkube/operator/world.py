@@ -17,7 +17,6 @@ from inferkube.operator import kinds, names
 from inferkube.operator.inputs import Observed, ServiceMeta
 
 Key = tuple[str, str]  # (namespace, InferenceService name)
-OPTIONAL_APIS = kinds.OPTIONAL_APIS  # CRD name -> kind
 
 
 def _rv(body: dict[str, Any]) -> int:
@@ -99,7 +98,7 @@ class World:
 
     def observe_crd(self, event_type: str | None, name: str, body: dict[str, Any]) -> bool:
         """Record an optional CRD; True when the set of served optional APIs changed."""
-        kind = OPTIONAL_APIS.get(name)
+        kind = kinds.OPTIONAL_APIS.get(name)
         if kind is None:
             return False
         conditions = (body.get("status") or {}).get("conditions") or []
