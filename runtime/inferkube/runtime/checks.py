@@ -4,6 +4,8 @@ Every check takes the server state and the request's context, fills in what it l
 `ApiError` to refuse. The order is the tuples below: cheap checks first, the tokenizer late, the rate
 limit last (it reserves budget, which `run_checks` gives back if a later check refuses). Admission
 (the in-flight bound and its queue) follows in `serving.py`, where a client that goes away cancels it.
+A check relies only on what earlier checks filled in: `ctx.tenant` after `authenticate`, `ctx.parsed`,
+`ctx.n` and `ctx.streaming` after `read_request`, `ctx.estimated_tokens` after `estimate_tokens`.
 """
 
 from __future__ import annotations
