@@ -64,6 +64,11 @@ METRIC_KV_CACHE_USAGE = "inferkube_kv_cache_usage_ratio"      # gauge 0..1
 METRIC_REQUESTS_IN_FLIGHT = "inferkube_requests_in_flight"    # gauge
 METRIC_REQUESTS_TOTAL = "inferkube_requests_total"            # counter {model, tenant, status}
 METRIC_REJECTIONS_TOTAL = "inferkube_rejections_total"        # counter {model, reason}
+# Values of its `reason` label: why the runtime refused a request before the engine.
+REJECTION_AUTH, REJECTION_RATE_LIMIT, REJECTION_ADMISSION = "auth", "rate_limit", "admission"
+REJECTION_VALIDATION, REJECTION_DRAINING = "validation", "draining"
+REJECTION_REASONS = (REJECTION_AUTH, REJECTION_RATE_LIMIT, REJECTION_ADMISSION, REJECTION_VALIDATION,
+                     REJECTION_DRAINING)
 METRIC_TTFT_SECONDS = "inferkube_time_to_first_token_seconds"       # histogram
 METRIC_TPOT_SECONDS = "inferkube_time_per_output_token_seconds"     # histogram
 METRIC_E2E_SECONDS = "inferkube_request_duration_seconds"           # histogram

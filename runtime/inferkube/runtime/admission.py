@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from inferkube.runtime.errors import ApiError
+from inferkube.runtime import refusals
 
 
 class AdmissionController:
@@ -26,24 +26,19 @@ class AdmissionController:
         """Requests waiting for a slot."""
         return len(self._waiters)
 
-    def _headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
-
     def check_open(self) -> None:
         """Raise 503 when draining (cheap check before any other work)."""
         if self.draining:
-            raise ApiError(503, "The server is shutting down; retry on another replica.",
-                           code="server_draining", reason="draining", headers=self._headers())
+            raise refusals.server_draining(self.retry_after)
 
     async def acquire(self) -> None:
-        """Take an in-flight slot, waiting in the queue if there is room; raise ApiError otherwise."""
+        """Take an in-flight slot, waiting in the queue if there is room; else raise the 429 refusal."""
         self.check_open()
         if self.in_flight < self.max_in_flight and not self._waiters:
             self._take()
             return
         if len(self._waiters) >= self.max_queued:
-            raise ApiError(429, "The server is at capacity; retry later.", code="server_overloaded",
-                           reason="admission", headers=self._headers())
+            raise refusals.server_overloaded(self.retry_after)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:

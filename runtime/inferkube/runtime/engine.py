@@ -2,17 +2,18 @@
 
 `VLLMEngine` runs vLLM's `AsyncLLM` and reuses vLLM's own OpenAI serving classes (chat templates,
 sampling parameters, stop, n, logprobs, response_format, tools, streaming usage) by letting vLLM's
-`init_app_state` build them. Each call to the engine's `generate` is observed through a
-`RequestTracker` (set in a context variable by the route) for exact token counts and TTFT.
+`init_app_state` build them. The route hands each call a `RequestTracker`; every engine generator
+vLLM's serving class starts for that call reports its outputs to it (exact token counts and TTFT).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,8 +87,22 @@ class RequestTracker:
                 self.finished_at = time.perf_counter()
 
 
-CURRENT_TRACKER: contextvars.ContextVar[RequestTracker | None] = contextvars.ContextVar(
-    "inferkube_request_tracker", default=None)
+# The tracker of the serving call running in this task. vLLM's serving classes call `generate` deep
+# inside their own code, with nothing of ours in the arguments; this variable is set only for the
+# duration of one `VLLMEngine.chat`/`completion` call (see `observing`) and read by the wrapped
+# `generate`. The tracker itself reaches the engine as an explicit argument.
+_SERVING_TRACKER: contextvars.ContextVar[RequestTracker | None] = contextvars.ContextVar(
+    "inferkube_serving_tracker", default=None)
+
+
+@contextlib.contextmanager
+def observing(tracker: RequestTracker) -> Iterator[None]:
+    """Report every engine generator started inside this block to `tracker`."""
+    token = _SERVING_TRACKER.set(tracker)
+    try:
+        yield
+    finally:
+        _SERVING_TRACKER.reset(token)
 
 
 class Engine(Protocol):
@@ -111,11 +126,11 @@ class Engine(Protocol):
     def is_healthy(self) -> bool:
         """False once the engine has died."""
 
-    async def chat(self, request: Any, raw_request: Request) -> ServingResult:
-        """Serve a parsed ChatCompletionRequest."""
+    async def chat(self, request: Any, raw_request: Request, tracker: RequestTracker) -> ServingResult:
+        """Serve a parsed ChatCompletionRequest, reporting its outputs to `tracker`."""
 
-    async def completion(self, request: Any, raw_request: Request) -> ServingResult:
-        """Serve a parsed CompletionRequest."""
+    async def completion(self, request: Any, raw_request: Request, tracker: RequestTracker) -> ServingResult:
+        """Serve a parsed CompletionRequest, reporting its outputs to `tracker`."""
 
     async def models(self) -> dict:
         """The /v1/models body."""
@@ -139,7 +154,7 @@ def _wrap_generate(generate: Any) -> Any:
 
     def observed_generate(*args: Any, **kwargs: Any) -> Any:
         agen = generate(*args, **kwargs)
-        tracker = CURRENT_TRACKER.get()
+        tracker = _SERVING_TRACKER.get()
         if tracker is None:
             return agen
         params = kwargs.get("sampling_params", args[1] if len(args) > 1 else None)
@@ -250,17 +265,19 @@ class VLLMEngine:
         """False once vLLM reports its engine dead."""
         return self._llm is not None and not self._llm.errored
 
-    async def chat(self, request: Any, raw_request: Request) -> ServingResult:
+    async def chat(self, request: Any, raw_request: Request, tracker: RequestTracker) -> ServingResult:
         """vLLM's OpenAIServingChat."""
         try:
-            return await self._state.openai_serving_chat.create_chat_completion(request, raw_request)
+            with observing(tracker):
+                return await self._state.openai_serving_chat.create_chat_completion(request, raw_request)
         except Exception as exc:  # noqa: BLE001 - mapped to an error object like vLLM's own server does
             return error_from_exception(exc)
 
-    async def completion(self, request: Any, raw_request: Request) -> ServingResult:
+    async def completion(self, request: Any, raw_request: Request, tracker: RequestTracker) -> ServingResult:
         """vLLM's OpenAIServingCompletion."""
         try:
-            return await self._state.openai_serving_completion.create_completion(request, raw_request)
+            with observing(tracker):
+                return await self._state.openai_serving_completion.create_completion(request, raw_request)
         except Exception as exc:  # noqa: BLE001 - mapped to an error object like vLLM's own server does
             return error_from_exception(exc)
 

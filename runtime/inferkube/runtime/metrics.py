@@ -7,7 +7,9 @@ shows both. Tenant labels are bounded: at most MAX_TENANT_LABELS distinct names,
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -24,17 +26,19 @@ from inferkube.api.contract import (
     METRIC_REQUESTS_TOTAL,
     METRIC_TPOT_SECONDS,
     METRIC_TTFT_SECONDS,
+    REJECTION_REASONS,
 )
+from inferkube.runtime.tenancy import ANONYMOUS
+
+if TYPE_CHECKING:
+    from inferkube.runtime.context import RequestContext
 
 MAX_TENANT_LABELS = 100
-ANONYMOUS = "anonymous"
 OTHER = "other"
-REJECTION_REASONS = ("auth", "rate_limit", "admission", "validation", "draining")
 
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-
 
 
 def _counter_name(name: str) -> str:
@@ -82,7 +86,7 @@ class RuntimeMetrics:
     def tenant_label(self, name: str | None) -> str:
         """Map a tenant name to a bounded label value."""
         if not name:
-            return ANONYMOUS
+            return ANONYMOUS.name
         with self._lock:
             if name in self._tenants:
                 return name
@@ -90,6 +94,35 @@ class RuntimeMetrics:
                 self._tenants.add(name)
                 return name
         return OTHER
+
+    def declare_model(self, model: str) -> None:
+        """Start every `reason` series of the rejection counter at 0, so the first refusal is an increase."""
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(model, reason)
+
+    def count_refusal(self, model: str, tenant_label: str, reason: str, status: int) -> None:
+        """A request refused before the engine: one rejection by reason, one answered request by status."""
+        self.rejections.labels(model, reason).inc()
+        self.requests.labels(model, tenant_label, str(status)).inc()
+
+    def observe_finished(self, model: str, ctx: RequestContext, status: str, disconnected: bool) -> None:
+        """An admitted request has ended: its status, latencies and the tokens the engine counted."""
+        t = ctx.tracker
+        end = t.finished_at or time.perf_counter()
+        self.requests.labels(model, ctx.tenant_label, status).inc()
+        self.e2e.labels(model).observe(end - t.started)
+        # A non-streaming answer arrives all at once at the end: its TTFT/TPOT would be meaningless.
+        if ctx.streaming and t.first_token_at is not None:
+            self.ttft.labels(model).observe(t.first_token_at - t.started)
+            per_seq = t.completion_tokens / max(1, ctx.n)
+            if per_seq > 1:
+                self.tpot.labels(model).observe((end - t.first_token_at) / (per_seq - 1))
+        if t.prompt_tokens:
+            self.prompt_tokens.labels(model, ctx.tenant_label).inc(t.prompt_tokens)
+        if t.completion_tokens:
+            self.completion_tokens.labels(model, ctx.tenant_label).inc(t.completion_tokens)
+        if disconnected:
+            self.disconnects.labels(model).inc()
 
     def bind_gauges(self, model: str, queued: Callable[[], int], in_flight: Callable[[], int]) -> None:
         """Wire the gauges that are read at scrape time (queue depth, in flight, KV-cache use)."""

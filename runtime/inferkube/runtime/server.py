@@ -12,8 +12,9 @@ from types import FrameType
 
 import uvicorn
 
-from inferkube.runtime.app import RuntimeState, build_app
+from inferkube.runtime.app import build_app
 from inferkube.runtime.settings import RuntimeSettings
+from inferkube.runtime.state import RuntimeState, runtime_state
 
 log = logging.getLogger("inferkube.runtime.server")
 
@@ -86,6 +87,6 @@ def serve(settings: RuntimeSettings) -> int:
     app = build_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             timeout_graceful_shutdown=5, lifespan="on")
-    server = DrainingServer(config, app.state.runtime, settings.drain_timeout)
+    server = DrainingServer(config, runtime_state(app), settings.drain_timeout)
     server.run()
     return server.exit_code

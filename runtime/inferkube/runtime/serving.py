@@ -1,57 +1,31 @@
-"""The path of one generation request: auth -> checks -> rate limit -> admission -> engine -> JSON or SSE.
+"""The path of one generation request: checks -> admission -> engine -> JSON or SSE -> metrics.
 
-Everything before the engine answers in milliseconds with an OpenAI error object. A client that goes
-away cancels the engine request (vLLM aborts it when its generator is cancelled).
+Everything before the engine answers in milliseconds with an OpenAI error object (see `checks.py`
+for the order). A client that goes away cancels the engine request (vLLM aborts it when its
+generator is cancelled).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
 
-from inferkube.runtime.engine import CURRENT_TRACKER, RequestTracker
-from inferkube.runtime.errors import ApiError, error_body, error_response
-from inferkube.runtime.tenancy import RateLimitDecision
-from inferkube.runtime.validation import (
-    chat_prompt_tokens,
-    check_caps,
-    check_model,
-    completion_prompt_tokens,
-    estimate_tokens,
-    parse_request,
-    read_body,
-    requested_max_tokens,
-)
-
-if TYPE_CHECKING:
-    from inferkube.runtime.app import RuntimeState
+from inferkube.api.contract import REJECTION_VALIDATION
+from inferkube.runtime.checks import GENERATION_CHECKS, run_checks, settle_rate_limit
+from inferkube.runtime.context import CHAT, RequestContext
+from inferkube.runtime.engine import ServingResult
+from inferkube.runtime.errors import ApiError, error_body
+from inferkube.runtime.refusals import refusal_response
+from inferkube.runtime.state import RuntimeState, runtime_state
 
 log = logging.getLogger("inferkube.runtime.serving")
-
-CHAT = "chat"
-LARGE_BODY_BYTES = 32_768
-COMPLETION = "completion"
-
-
-def request_model(kind: str) -> type[BaseModel]:
-    """vLLM's own request model for `kind` (chat or completion)."""
-    if kind == CHAT:
-        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-
-        return ChatCompletionRequest
-    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
-
-    return CompletionRequest
 
 
 async def _listen_for_disconnect(request: Request) -> None:
@@ -66,12 +40,7 @@ class Admitted:
     """A request that holds an admission slot (and a rate-limit reservation) until `finish`."""
 
     state: RuntimeState
-    tenant: Any
-    tenant_label: str
-    estimated: int
-    tracker: RequestTracker
-    n: int
-    streaming: bool = False
+    ctx: RequestContext
     done: bool = False
 
     def finish(self, status: str, disconnected: bool = False) -> None:
@@ -79,26 +48,10 @@ class Admitted:
         if self.done:
             return
         self.done = True
-        st, m, model = self.state, self.state.metrics, self.state.settings.model_name
-        st.admission.release()
-        t = self.tracker
-        end = t.finished_at or time.perf_counter()
-        m.requests.labels(model, self.tenant_label, status).inc()
-        m.e2e.labels(model).observe(end - t.started)
-        # A non-streaming answer arrives all at once at the end: its TTFT/TPOT would be meaningless.
-        if self.streaming and t.first_token_at is not None:
-            m.ttft.labels(model).observe(t.first_token_at - t.started)
-            per_seq = t.completion_tokens / max(1, self.n)
-            if per_seq > 1:
-                m.tpot.labels(model).observe((end - t.first_token_at) / (per_seq - 1))
-        if t.prompt_tokens:
-            m.prompt_tokens.labels(model, self.tenant_label).inc(t.prompt_tokens)
-        if t.completion_tokens:
-            m.completion_tokens.labels(model, self.tenant_label).inc(t.completion_tokens)
-        if disconnected:
-            m.disconnects.labels(model).inc()
-        actual = t.prompt_tokens + t.completion_tokens
-        st.spawn(st.limiter.complete(self.tenant, self.estimated, actual))
+        state, t = self.state, self.ctx.tracker
+        state.admission.release()
+        state.metrics.observe_finished(state.settings.model_name, self.ctx, status, disconnected)
+        settle_rate_limit(state, self.ctx, t.prompt_tokens + t.completion_tokens)
 
 
 async def _aclose(gen: Any) -> None:
@@ -148,79 +101,21 @@ class _AdmittedStreamingResponse(StreamingResponse):
             await self.close()
 
 
-def _merge_headers(*parts: dict[str, str] | None) -> dict[str, str]:
-    merged: dict[str, str] = {}
-    for part in parts:
-        if part:
-            merged.update(part)
-    return merged
-
-
-async def _check(kind: str, raw_request: Request, state: RuntimeState, tenant: Any) -> tuple[Any, int]:
-    """Body, schema, model, caps and context checks; returns (parsed request, estimated tokens)."""
-    settings, engine = state.settings, state.engine
-    body = await read_body(raw_request, settings.max_body_bytes)
-    request = parse_request(body, request_model(kind))
-    check_model(request, settings.model_name)
-    check_caps(request, settings)
-    if kind == CHAT:
-        prompt_param = "messages"
-
-        def count() -> list[int]:
-            return [chat_prompt_tokens(request, engine.count_tokens)]
-    else:
-        prompt_param = "prompt"
-
-        def count() -> list[int]:
-            return completion_prompt_tokens(request, engine.count_tokens)
-    # Tokenizing a big body takes a while: keep the event loop (and /health) free meanwhile.
-    prompts = await asyncio.to_thread(count) if len(body) > LARGE_BODY_BYTES else count()
-    n = getattr(request, "n", None) or 1
-    estimated = estimate_tokens(prompts, requested_max_tokens(request), n, engine.max_model_len,
-                                settings.max_tokens_cap, prompt_param)
-    return request, estimated
-
-
-def rate_limit_error(decision: RateLimitDecision, rl_headers: dict[str, str]) -> ApiError:
-    """The refusal for a limiter decision: 429 to wait out, 429 without Retry-After for a request that can
-    never fit the tenant's budget, 503 when the limiter's backend is down and it fails closed."""
-    message = decision.message or f"Rate limit reached ({decision.reason})."
-    if decision.reason == "backend_unavailable":
-        return ApiError(503, message, code="rate_limit_backend_unavailable", reason="rate_limit",
-                        headers=_merge_headers({"Retry-After": "1"}, rl_headers))
-    if decision.exceeds_budget:
-        return ApiError(429, message, param="max_tokens", code="request_exceeds_token_budget",
-                        reason="rate_limit", headers=dict(rl_headers))
-    retry = str(max(1, math.ceil(decision.retry_after)))
-    return ApiError(429, message, code="rate_limit_exceeded", reason="rate_limit",
-                    headers=_merge_headers({"Retry-After": retry}, rl_headers))
-
-
-async def serve_generation(kind: str, raw_request: Request) -> Response:
+async def serve_generation(kind: str, http: Request) -> Response:
     """Handle POST /v1/chat/completions or /v1/completions end to end."""
-    state: RuntimeState = raw_request.app.state.runtime
-    model = state.settings.model_name
-    tracker = RequestTracker()
-    tenant_label = state.metrics.tenant_label(None)
-    rl_headers: dict[str, str] = {}
+    state = runtime_state(http.app)
+    ctx = RequestContext(http, kind)
     try:
-        tenant = state.authenticate(raw_request)
-        tenant_label = state.metrics.tenant_label(tenant.name)
-        state.admission.check_open()
-        state.require_ready()
-        request, estimated = await _check(kind, raw_request, state, tenant)
-        decision = await state.limiter.acquire(tenant, estimated)
-        rl_headers = dict(decision.headers)
-        if not decision.allowed:
-            raise rate_limit_error(decision, rl_headers)
+        await run_checks(GENERATION_CHECKS, state, ctx)
     except ApiError as err:
-        state.metrics.rejections.labels(model, err.reason).inc()
-        state.metrics.requests.labels(model, tenant_label, str(err.status)).inc()
-        return error_response(err)
+        return refusal_response(state, ctx, err)
+    return await _run_until_disconnect(state, ctx)
 
-    work = asyncio.create_task(_admit_and_run(kind, request, raw_request, state, tenant, tenant_label,
-                                              estimated, tracker, rl_headers))
-    watch = asyncio.create_task(_listen_for_disconnect(raw_request))
+
+async def _run_until_disconnect(state: RuntimeState, ctx: RequestContext) -> Response:
+    """Admit and run the request, cancelling it when the client goes away first (answered 499)."""
+    work = asyncio.create_task(_admit_and_run(state, ctx))
+    watch = asyncio.create_task(_listen_for_disconnect(ctx.http))
     try:
         done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:  # this handler was cancelled (shutdown): the work must not run on unseen
@@ -231,7 +126,7 @@ async def serve_generation(kind: str, raw_request: Request) -> Response:
     if work in done:
         watch.cancel()
         return work.result()
-    tracker.client_gone = True
+    ctx.tracker.client_gone = True
     work.cancel()
     try:
         await work
@@ -249,29 +144,18 @@ def _drop_unsent(state: RuntimeState, work: asyncio.Task) -> None:
         state.spawn(result.close())
 
 
-async def _admit_and_run(kind: str, request: Any, raw_request: Request, state: RuntimeState, tenant: Any,
-                         tenant_label: str, estimated: int, tracker: RequestTracker,
-                         rl_headers: dict[str, str]) -> Response:
-    model = state.settings.model_name
+async def _admit_and_run(state: RuntimeState, ctx: RequestContext) -> Response:
     try:
         await state.admission.acquire()
     except ApiError as err:
-        state.spawn(state.limiter.complete(tenant, estimated, 0))
-        state.metrics.rejections.labels(model, err.reason).inc()
-        state.metrics.requests.labels(model, tenant_label, str(err.status)).inc()
-        return error_response(err)
+        settle_rate_limit(state, ctx, 0)
+        return refusal_response(state, ctx, err)
     except BaseException:
-        state.spawn(state.limiter.complete(tenant, estimated, 0))
+        settle_rate_limit(state, ctx, 0)
         raise
-    n = getattr(request, "n", None) or 1
-    admitted = Admitted(state, tenant, tenant_label, estimated, tracker, n,
-                        streaming=bool(getattr(request, "stream", False)))
-    CURRENT_TRACKER.set(tracker)
+    admitted = Admitted(state, ctx)
     try:
-        if kind == CHAT:
-            result = await state.engine.chat(request, raw_request)
-        else:
-            result = await state.engine.completion(request, raw_request)
+        result = await _call_engine(state, ctx)
     except asyncio.CancelledError:
         admitted.finish("499", disconnected=True)
         raise
@@ -279,17 +163,28 @@ async def _admit_and_run(kind: str, request: Any, raw_request: Request, state: R
         log.error("engine call failed: %s", type(exc).__name__)
         admitted.finish("500")
         return JSONResponse(error_body(500, "The engine failed to serve the request."), status_code=500)
-    if tracker.client_gone:
+    return _answer(state, ctx, admitted, result)
+
+
+async def _call_engine(state: RuntimeState, ctx: RequestContext) -> ServingResult:
+    if ctx.kind == CHAT:
+        return await state.engine.chat(ctx.parsed, ctx.http, ctx.tracker)
+    return await state.engine.completion(ctx.parsed, ctx.http, ctx.tracker)
+
+
+def _answer(state: RuntimeState, ctx: RequestContext, admitted: Admitted, result: ServingResult) -> Response:
+    """The engine's result as the HTTP answer: 499 if the client left, vLLM's error, JSON, or SSE."""
+    if ctx.tracker.client_gone:
         admitted.finish("499", disconnected=True)
         return Response(status_code=499)
     error = getattr(result, "error", None)
     if error is not None and hasattr(result, "model_dump"):
         status = int(getattr(error, "code", 500) or 500)
         if 400 <= status < 500:
-            state.metrics.rejections.labels(model, "validation").inc()
+            state.metrics.rejections.labels(state.settings.model_name, REJECTION_VALIDATION).inc()
         admitted.finish(str(status))
-        return JSONResponse(result.model_dump(), status_code=status, headers=rl_headers)
+        return JSONResponse(result.model_dump(), status_code=status, headers=ctx.rate_limit_headers)
     if hasattr(result, "model_dump"):
         admitted.finish("200")
-        return JSONResponse(result.model_dump(), headers=rl_headers)
-    return _AdmittedStreamingResponse(result, admitted, rl_headers)
+        return JSONResponse(result.model_dump(), headers=ctx.rate_limit_headers)
+    return _AdmittedStreamingResponse(result, admitted, ctx.rate_limit_headers)

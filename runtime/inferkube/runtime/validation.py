@@ -1,4 +1,7 @@
-"""Request checks that run before the engine: body size, JSON, schema, model name, caps, context length."""
+"""The rules a request must meet before the engine: body size, JSON, schema, model name, caps, context length.
+
+Pure functions over the parsed request; `checks.py` runs them in order on a request's context.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,22 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from inferkube.runtime.context import CHAT
 from inferkube.runtime.errors import ApiError
 from inferkube.runtime.settings import RuntimeSettings
 
 PER_MESSAGE_OVERHEAD = 4  # role markers and separators a chat template adds per message
+
+
+def request_model(kind: str) -> type[BaseModel]:
+    """vLLM's own request model for `kind` (chat or completion)."""
+    if kind == CHAT:
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        return ChatCompletionRequest
+    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+    return CompletionRequest
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -79,9 +94,13 @@ def requested_max_tokens(request: Any) -> int | None:
     return value if value is not None else fields.get("max_tokens")
 
 
-def check_caps(request: Any, settings: RuntimeSettings) -> None:
+def requested_n(request: Any) -> int:
+    """Choices asked for per prompt (`n`; 1 when unset)."""
+    return getattr(request, "n", None) or 1
+
+
+def check_caps(request: Any, n: int, settings: RuntimeSettings) -> None:
     """n, max_tokens and the stop list within the configured caps -> else 400 naming the parameter."""
-    n = getattr(request, "n", None) or 1
     if n > settings.max_n:
         raise ApiError(400, f"'n' is {n}; this server allows at most {settings.max_n}.", param="n",
                        code="invalid_value")

@@ -329,13 +329,13 @@ def flaky_limiter(server: RedisServer, fail_open: bool, **options: Any) -> tuple
 
 async def _one_request(lim: RedisRateLimiter, tenant: Tenant, admitted: asyncio.Event,
                        finish: asyncio.Event) -> bool:
-    """What serving does per request, in its own task: acquire, run until `finish`, complete."""
+    """What serving does per request, in its own task: acquire, run until `finish`, complete its ticket."""
     decision = await lim.acquire(tenant, 1)
     if not decision.allowed:
         return False
     admitted.set()
     await finish.wait()
-    await lim.complete(tenant, 1, 1)
+    await lim.complete(tenant, 1, 1, decision.ticket)
     return True
 
 
@@ -418,3 +418,19 @@ async def test_timed_out_acquire_applied_late_does_not_lock_the_tenant_out(
         await asyncio.sleep(0.1)
     await lim.complete(tenant, 1, 1)
     sync.close()
+
+
+async def test_the_ticket_handed_back_frees_that_requests_slot(redis_server: RedisServer, name: str) -> None:
+    """Two requests of one task end in either order: each `complete` frees what its own acquire took."""
+    lim, client = flaky_limiter(redis_server, fail_open=True)
+    tenant = Tenant(name, max_concurrent=1)
+    try:
+        with_slot = await lim.acquire(tenant, 1)
+        client.fail_next = 1  # the second request is let in without a slot (fail open)
+        without_slot = await lim.acquire(tenant, 1)
+        assert with_slot.allowed and without_slot.allowed and without_slot.reason == "backend_unavailable"
+        await lim.complete(tenant, 1, 1, with_slot.ticket)  # the request holding the slot ends first
+        assert lim.leases_held(tenant) == 0
+        assert (await lim.acquire(tenant, 1)).allowed, "the slot came back"
+    finally:
+        await lim.close()

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 from types import SimpleNamespace
 from typing import Any
 
-from inferkube.runtime.engine import CURRENT_TRACKER, RequestTracker
+from inferkube.runtime.engine import RequestTracker
 
 
 class _Result:
@@ -64,14 +64,13 @@ class EngineDouble:
                                   outputs=[SimpleNamespace(index=0, token_ids=[1] * n_new)])
             tracker.record_output(out, delta=True)
 
-    async def _serve(self, request: Any, kind: str) -> Any:
+    async def _serve(self, request: Any, kind: str, tracker: RequestTracker) -> Any:
         self.calls += 1
         try:
             await asyncio.sleep(self.delay)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
-        tracker = CURRENT_TRACKER.get()  # taken when the engine call starts, as vLLM's generate does
         if getattr(request, "stream", False):
             return self._stream(kind, tracker)
         self._record(tracker, 2, self.tokens, True)
@@ -93,8 +92,8 @@ class EngineDouble:
             if not completed:
                 self.stream_aborted += 1  # what vLLM does here: abort the engine request
 
-    async def chat(self, request: Any, raw_request: Any) -> Any:
-        return await self._serve(request, "chat.completion")
+    async def chat(self, request: Any, raw_request: Any, tracker: RequestTracker) -> Any:
+        return await self._serve(request, "chat.completion", tracker)
 
-    async def completion(self, request: Any, raw_request: Any) -> Any:
-        return await self._serve(request, "text_completion")
+    async def completion(self, request: Any, raw_request: Any, tracker: RequestTracker) -> Any:
+        return await self._serve(request, "text_completion", tracker)

@@ -163,6 +163,28 @@ def test_metrics_count_requests_and_rejections(client: TestClient) -> None:
         assert name in text
 
 
+def _sample(client: TestClient, name: str, **labels: str) -> float:
+    value = client.app.state.runtime.metrics.registry.get_sample_value(name, {"model": "tiny", **labels})
+    return value or 0.0
+
+
+def test_a_refusal_is_counted_the_same_on_every_route(client: TestClient) -> None:
+    """401 from /v1/models and from a generation route: one rejection and one answered request each."""
+    for call in (lambda: client.get("/v1/models"), lambda: client.post("/v1/completions", json=CHAT)):
+        rejections = _sample(client, "inferkube_rejections_total", reason="auth")
+        requests = _sample(client, "inferkube_requests_total", tenant="anonymous", status="401")
+        assert call().status_code == 401
+        assert _sample(client, "inferkube_rejections_total", reason="auth") == rejections + 1
+        assert _sample(client, "inferkube_requests_total", tenant="anonymous", status="401") == requests + 1
+
+
+def test_every_rejection_reason_is_exported_from_the_start(client: TestClient) -> None:
+    """The first refusal of a kind is an increase a `rate()` can see, not a series appearing from nowhere."""
+    text = client.get("/metrics").text
+    for reason in ("auth", "rate_limit", "admission", "validation", "draining"):
+        assert f'inferkube_rejections_total{{model="tiny",reason="{reason}"}}' in text
+
+
 def test_openapi_describes_request_bodies(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     body = doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import json
 
-from inferkube.runtime.app import READY, build_app
-from inferkube.runtime.serving import COMPLETION, request_model
+from inferkube.runtime.app import build_app
+from inferkube.runtime.context import COMPLETION
 from inferkube.runtime.settings import RuntimeSettings
+from inferkube.runtime.state import READY
 from inferkube.runtime.tenancy import TenantRegistry
+from inferkube.runtime.validation import request_model
 from tests.unit.runtime.engine_double import EngineDouble
 
 request_model(COMPLETION)  # import vLLM's request models up front (slow the first time)

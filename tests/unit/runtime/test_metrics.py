@@ -64,7 +64,7 @@ async def test_several_prompts_are_counted_in_full() -> None:
 
     from vllm.sampling_params import RequestOutputKind
 
-    from inferkube.runtime.engine import CURRENT_TRACKER, RequestTracker, _wrap_generate
+    from inferkube.runtime.engine import RequestTracker, _wrap_generate, observing
 
     closed: list[int] = []
 
@@ -78,12 +78,9 @@ async def test_several_prompts_are_counted_in_full() -> None:
 
     params = SimpleNamespace(output_kind=RequestOutputKind.FINAL_ONLY)
     tracker = RequestTracker()
-    token = CURRENT_TRACKER.set(tracker)
-    try:
+    with observing(tracker):
         observed = _wrap_generate(generate)
         gens = [observed(list(range(p)), params, f"r{i}") for i, p in enumerate((10, 20))]
-    finally:
-        CURRENT_TRACKER.reset(token)
     # vLLM interleaves the generators of one request.
     for _ in range(4):
         for gen in gens:

@@ -6,7 +6,7 @@ tenant = registry.authenticate(request.headers.get("authorization"))
 limiter = build_rate_limiter("memory", None, fail_open=True, default_rpm=None, default_tpm=None)
 decision = await limiter.acquire(tenant, estimated_tokens)
 ...
-await limiter.complete(tenant, estimated_tokens, actual_tokens)   # once per allowed acquire
+await limiter.complete(tenant, estimated_tokens, actual_tokens, decision.ticket)   # once per allowed acquire
 ```
 """
 
@@ -24,11 +24,12 @@ from inferkube.runtime.tenancy.decision import (
     EffectiveLimits,
     RateLimitDecision,
     RateLimiter,
+    Ticket,
     format_reset,
 )
 from inferkube.runtime.tenancy.memory import MemoryRateLimiter, TokenBucket
 from inferkube.runtime.tenancy.tenants import (
-    ANONYMOUS_TENANT_NAME,
+    ANONYMOUS,
     Tenant,
     TenantRegistry,
     TenantsFile,
@@ -38,7 +39,6 @@ from inferkube.runtime.tenancy.tenants import (
     sha256_hex,
 )
 
-ANONYMOUS = Tenant(name=ANONYMOUS_TENANT_NAME)
 BACKENDS = ("memory", "redis")
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "TenantSpec",
     "TenantsFile",
     "TenantsFileError",
+    "Ticket",
     "TokenBucket",
     "bearer_token",
     "build_rate_limiter",

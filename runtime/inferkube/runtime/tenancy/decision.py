@@ -22,6 +22,18 @@ CONCURRENCY_RETRY_AFTER = 1.0
 BACKEND_RETRY_AFTER = 1.0
 
 
+@dataclass(eq=False, slots=True)
+class Ticket:
+    """What one allowed `acquire` holds until its `complete`: the tenant and its concurrency lease, if any.
+
+    The caller hands it back to `complete`, so the limiter frees exactly this request's slot.
+    """
+
+    tenant: str
+    lease: str | None = None
+    done: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimitDecision:
     """The answer to `acquire`: allowed or not, why, when to retry and the headers to send back."""
@@ -34,6 +46,8 @@ class RateLimitDecision:
     # True when the request alone needs more tokens than the tenant's whole per-minute budget:
     # it can never succeed, retrying is pointless (reason is still "tokens").
     exceeds_budget: bool = False
+    # Set on an allowed decision of a limiter that tracks requests one by one: pass it to `complete`.
+    ticket: Ticket | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +153,9 @@ class RateLimiter(Protocol):
         """Take one request, `estimated_tokens` tokens and a concurrency slot, or say why not."""
         ...
 
-    async def complete(self, tenant: Tenant, estimated_tokens: int, actual_tokens: int) -> None:
-        """Reconcile tokens with the actual usage and free the concurrency slot."""
+    async def complete(self, tenant: Tenant, estimated_tokens: int, actual_tokens: int,
+                       ticket: Ticket | None = None) -> None:
+        """Reconcile tokens with the actual usage and free the concurrency slot (`ticket`: the decision's)."""
         ...
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ from inferkube.runtime.tenancy.decision import (
     REASON_TOKENS,
     EffectiveLimits,
     RateLimitDecision,
+    Ticket,
     budget_exceeded,
     effective_limits,
     ratelimit_headers,
@@ -171,8 +172,12 @@ class MemoryRateLimiter:
             state.in_flight += 1
             return RateLimitDecision(allowed=True, headers=self._headers(limits, state))
 
-    async def complete(self, tenant: Tenant, estimated_tokens: int, actual_tokens: int) -> None:
-        """Refund or charge the difference between estimated and actual tokens; free the slot."""
+    async def complete(self, tenant: Tenant, estimated_tokens: int, actual_tokens: int,
+                       ticket: Ticket | None = None) -> None:
+        """Refund or charge the difference between estimated and actual tokens; free the slot.
+
+        Every slot of a tenant is alike here, so `ticket` is not needed (the Redis limiter uses it).
+        """
         self.complete_now(tenant, estimated_tokens, actual_tokens)
 
     def complete_now(self, tenant: Tenant, estimated_tokens: int, actual_tokens: int) -> None:

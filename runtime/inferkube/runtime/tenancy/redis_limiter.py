@@ -8,8 +8,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Coroutine
-from contextvars import ContextVar
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -28,6 +26,7 @@ from inferkube.runtime.tenancy.decision import (
     REASON_TOKENS,
     EffectiveLimits,
     RateLimitDecision,
+    Ticket,
     budget_exceeded,
     effective_limits,
     ratelimit_headers,
@@ -47,21 +46,6 @@ _WARN_EVERY_SECONDS = 10.0
 
 class _MarkedDown(ConnectionError):
     """Redis was skipped: it failed repeatedly a moment ago (nothing was sent)."""
-
-
-@dataclass(eq=False, slots=True)
-class _Ticket:
-    """One allowed request of a tenant with a concurrency limit, and the slot it holds (None: none)."""
-
-    tenant: str
-    lease: str | None
-    done: bool = False
-
-
-# The ticket of the request whose `acquire` ran last in this context. serving.py calls `complete`
-# from the same request (its tasks inherit the context), so `complete` frees exactly that
-# request's slot, and none for a request that was let in without one (fail open).
-_CURRENT: ContextVar[_Ticket | None] = ContextVar("inferkube_ratelimit_ticket", default=None)
 
 
 def tenant_keys(tenant_name: str, prefix: str = KEY_PREFIX) -> list[str]:
@@ -114,7 +98,7 @@ class RedisRateLimiter:
         self._prefix = key_prefix
         self._replica = uuid.uuid4().hex[:12]
         self._counter = 0
-        self._inflight: dict[str, list[_Ticket]] = {}
+        self._inflight: dict[str, list[Ticket]] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._down_after = max(1, down_after_failures)
@@ -190,12 +174,11 @@ class RedisRateLimiter:
             if removed == 2:
                 return
 
-    def _claim(self, tenant_name: str) -> _Ticket | None:
-        """Take the completing request's ticket: this context's own, else (unknown caller) any."""
+    def _claim(self, tenant_name: str, ticket: Ticket | None) -> Ticket | None:
+        """Take the completing request's ticket: the one it hands back, else (unknown caller) any."""
         tickets = self._inflight.get(tenant_name)
         if not tickets:
             return None
-        ticket = _CURRENT.get()
         if ticket is None or ticket.done or ticket.tenant != tenant_name or ticket not in tickets:
             # No way to tell which request ends: free a slot-less one first (never under-enforce).
             ticket = next((t for t in reversed(tickets) if t.lease is None), tickets[-1])
@@ -205,10 +188,10 @@ class RedisRateLimiter:
         ticket.done = True
         return ticket
 
-    def _admit(self, tenant_name: str, lease: str | None) -> None:
-        ticket = _Ticket(tenant_name, lease)
+    def _admit(self, tenant_name: str, lease: str | None) -> Ticket:
+        ticket = Ticket(tenant_name, lease)
         self._inflight.setdefault(tenant_name, []).append(ticket)
-        _CURRENT.set(ticket)
+        return ticket
 
     def _backend_failed(self, what: str, exc: BaseException) -> None:
         self._errors += 1
@@ -222,7 +205,6 @@ class RedisRateLimiter:
 
     async def acquire(self, tenant: Tenant, estimated_tokens: int) -> RateLimitDecision:
         """Take one request, `estimated_tokens` tokens and a concurrency slot, or say why not."""
-        _CURRENT.set(None)
         limits = self.limits_for(tenant)
         if limits.unlimited:
             return RateLimitDecision(allowed=True)
@@ -240,12 +222,13 @@ class RedisRateLimiter:
             if maxc and not isinstance(exc, _MarkedDown):
                 self._spawn(self._forget_lease(tenant.name, lease))
             if self.fail_open:
-                if maxc:
-                    self._admit(tenant.name, None)  # let in without a slot: its complete frees none
+                # Let in without a slot: its complete frees none.
+                ticket = self._admit(tenant.name, None) if maxc else None
                 return RateLimitDecision(
                     allowed=True,
                     reason=REASON_BACKEND_UNAVAILABLE,
                     message="rate-limit backend unavailable; request allowed (fail open)",
+                    ticket=ticket,
                 )
             return RateLimitDecision(
                 allowed=False,
@@ -262,10 +245,11 @@ class RedisRateLimiter:
             t_reset / 1000,
         )
         if allowed:
+            ticket = None
             if maxc:
-                self._admit(tenant.name, lease)
+                ticket = self._admit(tenant.name, lease)
                 self._ensure_renewer()
-            return RateLimitDecision(allowed=True, headers=headers)
+            return RateLimitDecision(allowed=True, headers=headers, ticket=ticket)
         if code == 4:
             return budget_exceeded(tenant, cost, tpm, headers)
         reason = _REASONS[code]
@@ -278,11 +262,16 @@ class RedisRateLimiter:
             message=rejection_message(tenant, reason, retry_after),
         )
 
-    async def complete(self, tenant: Tenant, estimated_tokens: int, actual_tokens: int) -> None:
-        """Refund or charge the difference between estimated and actual tokens; free the slot."""
+    async def complete(self, tenant: Tenant, estimated_tokens: int, actual_tokens: int,
+                       ticket: Ticket | None = None) -> None:
+        """Refund or charge the difference between estimated and actual tokens; free the slot.
+
+        `ticket` is the allowed decision's: its slot is freed (none for a request let in without one).
+        Without it (an unknown caller) a slot-less request of the tenant is assumed to end first.
+        """
         limits = self.limits_for(tenant)
-        ticket = self._claim(tenant.name)
-        lease = ticket.lease if ticket is not None and ticket.lease else ""
+        claimed = self._claim(tenant.name, ticket)
+        lease = claimed.lease if claimed is not None and claimed.lease else ""
         tpm = limits.tokens_per_minute or 0
         delta = max(0, int(estimated_tokens)) - max(0, int(actual_tokens)) if tpm else 0
         if not lease and not delta:

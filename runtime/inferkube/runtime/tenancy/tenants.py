@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 TENANT_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-ANONYMOUS_TENANT_NAME = "anonymous"
 
 
 class TenantsFileError(ValueError):
@@ -29,6 +28,10 @@ class Tenant:
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
     max_concurrent: int | None = None
+
+
+# Every caller when no keys are configured; also the `tenant` metric label of a caller without a key.
+ANONYMOUS = Tenant(name="anonymous")
 
 
 class TenantSpec(BaseModel):

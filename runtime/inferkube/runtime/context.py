@@ -1,0 +1,45 @@
+"""`RequestContext`: what the runtime knows about one API request, carried along its whole path.
+
+Created by the route, filled in by the checks (tenant, parsed request, `n`, token estimate, rate-limit
+reservation and headers), read by admission, the engine call (its tracker) and the metrics at the end.
+No other channel (context variables, loose parameter lists) carries request state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from pydantic import BaseModel
+
+from inferkube.runtime.engine import RequestTracker
+from inferkube.runtime.tenancy import ANONYMOUS, RateLimitDecision, Tenant
+
+CHAT = "chat"
+COMPLETION = "completion"
+
+
+@dataclass
+class RequestContext:
+    """One request on its way: HTTP -> checks -> rate limit -> admission -> engine -> metrics."""
+
+    http: Request
+    kind: str | None = None  # CHAT or COMPLETION for a generation request; None for /v1/models
+    tenant: Tenant = ANONYMOUS
+    tenant_label: str = ANONYMOUS.name  # the bounded `tenant` metric label
+    body: bytes = b""
+    request: BaseModel | None = None  # vLLM's ChatCompletionRequest / CompletionRequest, once parsed
+    n: int = 1  # choices asked for per prompt
+    streaming: bool = False
+    estimated_tokens: int = 0  # prompt + n x max_tokens, what the rate limit charges up front
+    rate_limit_headers: dict[str, str] = field(default_factory=dict)
+    # The allowed rate-limit decision until it is settled with the real token count (then None).
+    reservation: RateLimitDecision | None = None
+    tracker: RequestTracker = field(default_factory=RequestTracker)
+
+    @property
+    def parsed(self) -> BaseModel:
+        """The parsed request (only after the check that parses the body)."""
+        if self.request is None:
+            raise RuntimeError("the request body has not been parsed yet")
+        return self.request

@@ -1,0 +1,114 @@
+"""`RuntimeState`: what one running server shares (settings, engine, tenants, limiter, admission, metrics, phase)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
+
+from fastapi import FastAPI
+
+from inferkube.runtime.admission import AdmissionController
+from inferkube.runtime.engine import Engine, VLLMEngine
+from inferkube.runtime.metrics import RuntimeMetrics, get_metrics
+from inferkube.runtime.settings import RuntimeSettings
+from inferkube.runtime.tenancy import RateLimiter, TenantRegistry, build_rate_limiter
+
+log = logging.getLogger("inferkube.runtime")
+
+LOADING: Final = "loading"
+WARMING: Final = "warming"
+READY: Final = "ready"
+DRAINING: Final = "draining"
+FAILED: Final = "failed"
+
+
+def build_tenancy(settings: RuntimeSettings) -> tuple[TenantRegistry, RateLimiter]:
+    """The tenant registry (from the tenants file, or empty: no auth) and the rate limiter the settings ask for."""
+    registry = (TenantRegistry.from_file(settings.tenants_file) if settings.tenants_file
+                else TenantRegistry.empty())
+    limiter = build_rate_limiter(settings.rate_limit_backend, settings.redis_url,
+                                 settings.rate_limit_fail_open, settings.default_requests_per_minute,
+                                 settings.default_tokens_per_minute)
+    return registry, limiter
+
+
+class RuntimeState:
+    """Everything one running server shares: settings, engine, tenancy, admission, metrics, phase."""
+
+    def __init__(self, settings: RuntimeSettings, engine: Engine, registry: TenantRegistry,
+                 limiter: RateLimiter, metrics: RuntimeMetrics) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.registry = registry
+        self.limiter = limiter
+        self.metrics = metrics
+        self.admission = AdmissionController(settings.max_in_flight, settings.max_queued)
+        self.phase: str = LOADING
+        self.on_fatal: Callable[[BaseException], None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        metrics.declare_model(settings.model_name)
+        metrics.bind_gauges(settings.model_name, lambda: self.admission.queued,
+                            lambda: self.admission.in_flight)
+
+    @classmethod
+    def create(cls, settings: RuntimeSettings, engine: Engine | None = None, *,
+               registry: TenantRegistry | None = None, limiter: RateLimiter | None = None,
+               metrics: RuntimeMetrics | None = None) -> RuntimeState:
+        """The state for `settings`; anything not given (tests pass doubles) is built from the settings."""
+        if registry is None or limiter is None:
+            built_registry, built_limiter = build_tenancy(settings)
+            registry = registry if registry is not None else built_registry
+            limiter = limiter if limiter is not None else built_limiter
+        return cls(settings, engine if engine is not None else VLLMEngine(settings), registry, limiter,
+                   metrics or get_metrics())
+
+    @property
+    def ready(self) -> bool:
+        """True when the model is loaded, warmed up, and the server is not draining."""
+        return self.phase == READY and not self.admission.draining
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a small background coroutine, keeping a reference until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def load(self) -> None:
+        """Start the engine and warm it up; on failure mark the server failed and call on_fatal."""
+        try:
+            await self.engine.start()
+            self.phase = WARMING
+            if self.settings.warmup:
+                await self.engine.warmup()
+            self.phase = READY
+            log.info("model %s ready", self.settings.model_name)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any load failure makes the replica unhealthy
+            self.phase = FAILED
+            log.error("engine failed to start: %s", exc)
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop admitting, flip /ready to 503, and wait up to `timeout` s for in-flight work to end."""
+        self.admission.start_draining()
+        log.info("draining: %d in flight, %d queued", self.admission.in_flight, self.admission.queued)
+        idle = await self.admission.wait_idle(timeout)
+        log.info("drain %s", "complete" if idle else "timed out")
+        return idle
+
+    async def close(self) -> None:
+        """Release the engine and the limiter's connections (end of the lifespan)."""
+        await self.engine.stop()
+        await self.limiter.close()
+
+
+def runtime_state(app: FastAPI) -> RuntimeState:
+    """The RuntimeState `build_app` attached to `app`."""
+    state = app.state.runtime
+    if not isinstance(state, RuntimeState):
+        raise RuntimeError("this app was not built by inferkube.runtime.app.build_app")
+    return state
