@@ -1,11 +1,15 @@
 """Side by side: vLLM's own OpenAI server vs the inferkube runtime, same model, engine settings and load.
 
-    python benchmarks/runtime_vs_vllm.py            # 200 prompts, 64 in / 64 out, concurrency 32
+    python benchmarks/runtime_vs_vllm.py                      # concurrency 32, 128, 256; 3 alternating pairs each
+    python benchmarks/runtime_vs_vllm.py --concurrency 128 --pairs 5
 
-Builds the tiny model, starts `python -m vllm.entrypoints.openai.api_server`, drives it with vLLM's own
-benchmark client (`vllm.benchmarks.serve`), stops it, then does the same with `inferkube-runtime serve`
-(auth on with a generous tenant, in-memory rate limits on, metrics on). Prints a table, writes JSON.
-Loopback only. With --rounds N the two servers alternate N times and the medians are reported.
+Builds the tiny model and starts both servers at once (`python -m vllm.entrypoints.openai.api_server`
+and `inferkube-runtime serve` with auth on, in-memory rate limits on, metrics on); an idle server costs
+about 1 % of a core. Then, per concurrency, runs alternating pairs (vLLM first, then ours; the next pair
+the other way round) with vLLM's own benchmark client (`vllm.benchmarks.serve`), 64 tokens in / 64 out.
+Reports per concurrency the median of the in-pair ratios (ours / vLLM) of output tok/s, TTFT p50/p99,
+TPOT p50 and serving-layer CPU per output token (CPU time of the HTTP process, not the engine core).
+Loopback only; writes JSON beside this file.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ import psutil
 
 SERVED = "tiny"
 KEY = "sk-bench-0123456789"
+SERVERS = ("vllm", "inferkube")
+# (key in the result, column title, higher is better)
 METRICS = [("output_throughput", "output tok/s"), ("median_ttft_ms", "TTFT p50 ms"),
-           ("p99_ttft_ms", "TTFT p99 ms"), ("median_tpot_ms", "TPOT p50 ms"), ("p99_tpot_ms", "TPOT p99 ms"),
-           ("api_cpu_s", "API proc CPU s")]
+           ("p99_ttft_ms", "TTFT p99 ms"), ("median_tpot_ms", "TPOT p50 ms"),
+           ("api_cpu_us_per_token", "API CPU us/tok")]
 
 
 def free_port() -> int:
@@ -74,23 +80,36 @@ def stop(proc: subprocess.Popen) -> None:
         time.sleep(2)  # let the machine settle before the next measurement
 
 
-def run_client(port: int, model_dir: Path, args: argparse.Namespace, label: str) -> dict:
+def run_client(port: int, model_dir: Path, args: argparse.Namespace, concurrency: int, label: str) -> dict:
     """Drive one server with vLLM's own benchmark client; return its result dict."""
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     parser = FlexibleArgumentParser()
     add_cli_args(parser)
+    prompts = args.num_prompts or max(300, 4 * concurrency)
     bench_args = parser.parse_args([
         "--backend", "openai", "--host", "127.0.0.1", "--port", str(port), "--endpoint", "/v1/completions",
         "--model", SERVED, "--tokenizer", str(model_dir), "--dataset-name", "random",
         "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
-        "--num-prompts", str(args.num_prompts), "--max-concurrency", str(args.concurrency),
+        "--num-prompts", str(prompts), "--max-concurrency", str(concurrency),
         "--ignore-eos", "--seed", "0", "--disable-tqdm", "--num-warmups", "8", "--label", label,
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
     ])
     os.environ["OPENAI_API_KEY"] = KEY  # sent to both servers; only ours checks it
     return main(bench_args)
+
+
+def measure(proc: subprocess.Popen, port: int, model_dir: Path, args: argparse.Namespace, concurrency: int,
+            name: str) -> dict[str, float]:
+    """One benchmark run against a running server, with the HTTP process's CPU per output token."""
+    api = psutil.Process(proc.pid)
+    before = sum(api.cpu_times()[:2])
+    result = run_client(port, model_dir, args, concurrency, name)
+    cpu = sum(api.cpu_times()[:2]) - before  # includes the 8 warm-ups: the same for both servers
+    out = {key: float(result[key]) for key, _ in METRICS if key in result}
+    out["api_cpu_us_per_token"] = 1e6 * cpu / max(1, int(result["total_output_tokens"]))
+    return out
 
 
 def tenants_file(directory: Path) -> Path:
@@ -113,63 +132,77 @@ def server_commands(model_dir: Path, port: int, work: Path, engine_args: list[st
     return {"vllm": (vllm_cmd, "/health"), "inferkube": (ours_cmd, "/ready")}
 
 
-def summarize(results: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
-    """Median over rounds of each reported metric, per server."""
-    return {name: {key: statistics.median(r[key] for r in runs) for key, _ in METRICS}
-            for name, runs in results.items()}
+def pair_ratios(pairs: list[dict[str, dict[str, float]]]) -> dict[str, float]:
+    """Median over pairs of the in-pair ratio ours / vLLM, per metric."""
+    return {key: statistics.median(p["inferkube"][key] / p["vllm"][key] for p in pairs) for key, _ in METRICS}
 
 
-def print_table(summary: dict[str, dict[str, float]]) -> None:
-    """vLLM | inferkube | ratio, one row per metric."""
-    print(f"\n{'metric':<16}{'vLLM server':>14}{'inferkube':>14}{'ratio':>10}")
+def print_table(concurrency: int, pairs: list[dict[str, dict[str, float]]], ratios: dict[str, float]) -> None:
+    """vLLM median | inferkube median | median in-pair ratio, one row per metric."""
+    print(f"\nconcurrency {concurrency} ({len(pairs)} pairs)")
+    print(f"{'metric':<16}{'vLLM server':>14}{'inferkube':>14}{'ratio':>10}")
     for key, title in METRICS:
-        a, b = summary["vllm"][key], summary["inferkube"][key]
-        print(f"{title:<16}{a:>14.2f}{b:>14.2f}{(b / a if a else float('nan')):>10.3f}")
+        a = statistics.median(p["vllm"][key] for p in pairs)
+        b = statistics.median(p["inferkube"][key] for p in pairs)
+        print(f"{title:<16}{a:>14.2f}{b:>14.2f}{ratios[key]:>10.3f}")
+
+
+def start_both(model_dir: Path, work: Path, engine_args: list[str]) -> dict[str, tuple[subprocess.Popen, int]]:
+    """Start both servers (one after the other, each until ready) and leave them up."""
+    running: dict[str, tuple[subprocess.Popen, int]] = {}
+    try:
+        for name in SERVERS:
+            port = free_port()
+            cmd, ready = server_commands(model_dir, port, work, engine_args)[name]
+            log = work / f"{name}.log"
+            print(f"== starting {name} (log {log})", flush=True)
+            running[name] = (start(cmd, port, ready, log), port)
+    except BaseException:
+        for proc, _ in running.values():
+            stop(proc)
+        raise
+    return running
 
 
 def main() -> int:
     """Run the comparison and write the JSON report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-prompts", type=int, default=200)
+    parser.add_argument("--concurrency", default="32,128,256", help="comma-separated list")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs per concurrency")
+    parser.add_argument("--num-prompts", type=int, default=0, help="default: max(300, 4 x concurrency)")
     parser.add_argument("--input-len", type=int, default=64)
     parser.add_argument("--output-len", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--output", type=Path, default=Path(__file__).with_suffix(".json"))
     parser.add_argument("engine_args", nargs="*", help="extra vLLM engine arguments for both (after --)")
     args = parser.parse_args()
+    concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
 
     from inferkube.runtime.tinymodel import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="runtime-vs-vllm-"))
     model_dir = build_tiny_model(work / "tiny-model")
-    results: dict[str, list[dict]] = {"vllm": [], "inferkube": []}
-    for round_no in range(args.rounds):
-        for name in ("vllm", "inferkube"):
-            port = free_port()
-            cmd, ready = server_commands(model_dir, port, work, args.engine_args)[name]
-            log = work / f"{name}-{round_no}.log"
-            print(f"== round {round_no + 1}: starting {name} (log {log})", flush=True)
-            proc = start(cmd, port, ready, log)
-            try:
-                api = psutil.Process(proc.pid)
-                before = sum(api.cpu_times()[:2])
-                result = run_client(port, model_dir, args, name)
-                # CPU the HTTP/API process (not the engine core) spent on this run, incl. the warm-ups.
-                result["api_cpu_s"] = sum(api.cpu_times()[:2]) - before
-                results[name].append(result)
-            finally:
-                stop(proc)
-    summary = summarize(results)
-    print_table(summary)
-    ratios = {"throughput": summary["inferkube"]["output_throughput"] / summary["vllm"]["output_throughput"],
-              "ttft_p50": summary["inferkube"]["median_ttft_ms"] / summary["vllm"]["median_ttft_ms"],
-              "tpot_p50": summary["inferkube"]["median_tpot_ms"] / summary["vllm"]["median_tpot_ms"]}
-    report = {"config": {k: v for k, v in vars(args).items() if k != "output"}, "summary": summary,
-              "ratios": ratios, "rounds": {n: [{k: r[k] for k, _ in METRICS} for r in runs]
-                                           for n, runs in results.items()}}
-    args.output.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nratios: {json.dumps({k: round(v, 3) for k, v in ratios.items()})}\nwrote {args.output}")
+    running = start_both(model_dir, work, args.engine_args)
+    report: dict[str, object] = {"config": {k: str(v) for k, v in vars(args).items() if k != "output"}}
+    try:
+        for concurrency in concurrencies:
+            pairs: list[dict[str, dict[str, float]]] = []
+            for pair_no in range(args.pairs):
+                order = SERVERS if pair_no % 2 == 0 else tuple(reversed(SERVERS))
+                pair = {}
+                for name in order:
+                    proc, port = running[name]
+                    print(f"== c={concurrency} pair {pair_no + 1}: {name}", flush=True)
+                    pair[name] = measure(proc, port, model_dir, args, concurrency, name)
+                    time.sleep(2)
+                pairs.append(pair)
+            ratios = pair_ratios(pairs)
+            print_table(concurrency, pairs, ratios)
+            report[str(concurrency)] = {"ratios": ratios, "pairs": pairs}
+    finally:
+        for proc, _ in running.values():
+            stop(proc)
+    args.output.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {args.output}")
     return 0
 
 
