@@ -24,6 +24,7 @@ class Resource:
     # For CRD-backed resources: the version's openAPIV3Schema and the scale subresource paths.
     schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     scale_paths: dict[str, str] | None = field(default=None, compare=False, hash=False)
+    printer_columns: list[dict[str, Any]] | None = field(default=None, compare=False, hash=False)
     crd_name: str | None = None
 
     @property
@@ -108,6 +109,7 @@ def resources_from_crd(crd: dict[str, Any]) -> list[Resource]:
                 short_names=tuple(names.get("shortNames", ())),
                 schema=(ver.get("schema") or {}).get("openAPIV3Schema"),
                 scale_paths=scale,
+                printer_columns=ver.get("additionalPrinterColumns"),
                 crd_name=crd["metadata"]["name"],
             )
         )

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import yaml
 from aiohttp import web
 
-from . import patching
+from . import openapi, patching, tables
 from .patching import PatchError
 from .resources import Resource
 from .store import ApiError, Store
@@ -168,6 +168,8 @@ class Server:
             return _json(reg.api_versions())
         if path == "/apis":
             return _json(reg.api_groups())
+        if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
+            return self._openapi(path)
         parsed = self._parse(path)
         if parsed is None:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
@@ -189,8 +191,33 @@ class Server:
                     return await self._watch(request, target)
                 return self._list(request, target)
             obj = self.store.get(target.res, target.namespace, target.name)
-            return _json(self._scale_of(target.res, obj) if target.sub == "scale" else obj)
+            if target.sub == "scale":
+                return _json(self._scale_of(target.res, obj))
+            return _json(self._as_table(request, target.res, [obj]) or obj)
         return await self._mutate(request, target)
+
+    # ------------------------------------------------------------ what kubectl needs besides CRUD
+
+    def _openapi(self, path: str) -> web.Response:
+        """/openapi/v3 (the index) and /openapi/v3/api/v1, /openapi/v3/apis/GROUP/VERSION."""
+        reg = self.store.registry
+        if path == "/openapi/v3":
+            return _json(openapi.index(reg))
+        parts = path[len("/openapi/v3/"):].split("/")
+        gv = ("", parts[1]) if parts[0] == "api" and len(parts) == 2 else (
+            (parts[1], parts[2]) if parts[0] == "apis" and len(parts) == 3 else None)
+        found = openapi.gv_document(reg, *gv) if gv else None
+        if found is None:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+        return _json(found[0])
+
+    def _as_table(self, request: web.Request, res: Resource, objects: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """A Table of the objects when the client asked for one (kubectl get), else None."""
+        version = tables.table_version(request.headers.get("Accept", ""))
+        if version is None:
+            return None
+        include = request.query.get("includeObject") or "Metadata"
+        return tables.table(res, objects, str(self.store.rv), include, version)
 
     # ------------------------------------------------------------ reads
 
@@ -210,6 +237,9 @@ class Server:
         items = self.store.list(
             t.res, t.namespace, request.query.get("labelSelector"), request.query.get("fieldSelector")
         )
+        shown = self._as_table(request, t.res, items)
+        if shown is not None:
+            return _json(shown)
         return _json(
             {
                 "kind": f"{t.res.kind}List",
@@ -237,9 +267,12 @@ class Server:
                 and patching.field_match(fields, obj)
             )
 
+        def shown(obj: dict[str, Any]) -> dict[str, Any]:
+            return self._as_table(request, t.res, [obj]) or obj
+
         if since == "0":
             lines = [
-                json.dumps({"type": "ADDED", "object": o}) + "\n"
+                json.dumps({"type": "ADDED", "object": shown(o)}) + "\n"
                 for o in self.store.list(t.res, t.namespace, labels, fields)
             ]
             rv = self.store.rv
@@ -258,7 +291,7 @@ class Server:
                 except ApiError as exc:
                     await resp.write((json.dumps({"type": "ERROR", "object": exc.status()}) + "\n").encode())
                     break
-                chunk = [json.dumps({"type": e.type, "object": e.obj}) + "\n" for e in events if wanted(e.obj)]
+                chunk = [json.dumps({"type": e.type, "object": shown(e.obj)}) + "\n" for e in events if wanted(e.obj)]
                 if events:
                     rv = events[-1].rv
                 if chunk:
