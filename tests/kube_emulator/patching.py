@@ -246,21 +246,28 @@ def _field_value(obj: dict[str, Any], label: str) -> str | None:
     return None if node is None else str(node)
 
 
-def field_match(selector: str | None, obj: dict[str, Any]) -> bool:
-    """Whether an object satisfies a field selector (= and !=) on metadata.name / metadata.namespace and the
-    kind's field labels (FIELD_LABELS); a missing field compares as the empty string, as on a real server."""
-    if not selector:
-        return True
-    allowed = {"metadata.name", "metadata.namespace", *FIELD_LABELS.get(obj.get("kind", ""), ())}
-    for req in selector.split(","):
+def parse_field_selector(selector: str | None, kind: str) -> list[tuple[str, str, bool]]:
+    """(field label, value, negated) of each requirement; 400 for a label the kind does not support."""
+    allowed = {"metadata.name", "metadata.namespace", *FIELD_LABELS.get(kind, ())}
+    out = []
+    for req in (selector or "").split(","):
+        if not req.strip():
+            continue
         negate = "!=" in req
         if not negate and "=" not in req:
             raise PatchError(f"invalid field selector: {req!r}", 400)
         key, value = req.split("!=", 1) if negate else req.replace("==", "=").split("=", 1)
-        key = key.strip()
-        if key not in allowed:
-            raise PatchError(f"field label not supported: {key}", 400)
-        if ((_field_value(obj, key) or "") == value.strip()) == negate:
+        if key.strip() not in allowed:
+            raise PatchError(f"field label not supported: {key.strip()}", 400)
+        out.append((key.strip(), value.strip(), negate))
+    return out
+
+
+def field_match(selector: str | None, obj: dict[str, Any]) -> bool:
+    """Whether an object satisfies a field selector (= and !=) on metadata.name / metadata.namespace and the
+    kind's field labels (FIELD_LABELS); a missing field compares as the empty string, as on a real server."""
+    for key, value, negate in parse_field_selector(selector, obj.get("kind", "")):
+        if ((_field_value(obj, key) or "") == value) == negate:
             return False
     return True
 
