@@ -18,6 +18,7 @@ from . import openapi, patching, tables
 from .patching import PatchError
 from .resources import Resource
 from .store import ApiError, Store
+from .validation import KUBERNETES_VERSION
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -157,8 +158,8 @@ class Server:
             return _json(
                 {
                     "major": "1",
-                    "minor": "31",
-                    "gitVersion": "v1.31.0-kube-emulator",
+                    "minor": KUBERNETES_VERSION.split(".")[1],
+                    "gitVersion": f"v{KUBERNETES_VERSION}.0-kube-emulator",
                     "platform": "linux/amd64",
                 }
             )
