@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import yaml
 from aiohttp import web
 
-from . import openapi, patching, tables
+from . import openapi, patching, protobuf, tables
 from .patching import PatchError
 from .resources import Resource
 from .store import ApiError, Store
@@ -332,6 +332,11 @@ class Server:
         if not raw:
             return None
         ctype = request.content_type
+        if ctype == protobuf.CONTENT_TYPE:
+            try:
+                return protobuf.decode(raw)
+            except protobuf.Unsupported as exc:
+                raise ApiError(415, "UnsupportedMediaType", str(exc)) from None
         try:
             if ctype == "application/apply-patch+yaml" and raw.lstrip()[:1] != b"{":
                 return yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -117,3 +118,17 @@ def test_human_age_matches_kubectl() -> None:
     ago = lambda **kw: (now - datetime.timedelta(**kw)).isoformat().replace("+00:00", "Z")  # noqa: E731
     assert [human_age(ago(seconds=45), now), human_age(ago(seconds=200), now), human_age(ago(minutes=90), now),
             human_age(ago(hours=5, minutes=3), now), human_age(ago(days=3), now)] == ["45s", "3m20s", "90m", "5h3m", "3d"]
+
+
+def _pb(number: int, payload: bytes) -> bytes:
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def test_protobuf_bodies_of_other_kinds_are_415_with_advice(kube: KubeEmulator) -> None:
+    """kubectl 1.32 sends protobuf for `kubectl create deployment` too; the emulator says what to do instead."""
+    body = b"k8s\x00" + _pb(1, _pb(1, b"apps/v1") + _pb(2, b"Deployment"))
+    req = urllib.request.Request(kube.url + "/apis/apps/v1/namespaces/default/deployments", data=body, method="POST",
+                                 headers={"Content-Type": "application/vnd.kubernetes.protobuf"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 415 and "kubectl apply -f" in json.loads(err.value.read())["message"]

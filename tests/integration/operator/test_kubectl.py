@@ -8,6 +8,7 @@ garbage collection.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -249,3 +250,15 @@ def test_a_pending_pod_reads_as_scheduling(cluster: tuple[KubeEmulator, Kubectl]
     assert argocd_health(kubectl, "unplaced")["status"] == "Progressing"
     pods = kubectl("get", "-n", NS, "pods", "-l", f"{contract.LABEL_ISVC}=unplaced").stdout.splitlines()
     assert pods[0].split()[:4] == ["NAME", "READY", "STATUS", "RESTARTS"] and pods[1].split()[1:3] == ["0/1", "Pending"]
+
+
+def test_quickstart_imperative_commands(cluster: tuple[KubeEmulator, Kubectl]) -> None:
+    """README's quickstart: kubectl 1.32 sends these bodies as protobuf."""
+    _, kubectl = cluster
+    assert "namespace/quickstart created" in kubectl("create", "namespace", "quickstart").stdout
+    kubectl("-n", "quickstart", "create", "secret", "generic", "hf-token", "--from-literal=token=hf_xxx")
+    token = kubectl.jsonpath("secret/hf-token", "{.data.token}", namespace="quickstart")
+    assert base64.b64decode(token) == b"hf_xxx"
+    assert kubectl.jsonpath("secret/hf-token", "{.type}", namespace="quickstart") == "Opaque"
+    kubectl("apply", "-f", "-", stdin=example("by-category"))
+    assert "by-category" in kubectl("get", "-n", NS, "inferkube").stdout, "the CRD's category lists it"
