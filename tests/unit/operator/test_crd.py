@@ -9,11 +9,12 @@ from typing import Any
 import yaml
 from jsonpath_ng.ext import parse as jsonpath
 
-from inferkube.operator.builders.common import ServiceMeta
 from inferkube.operator.crd import CRD_FILENAME, build_crd, render_crd_yaml
+from inferkube.operator.inputs import ServiceMeta
 from inferkube.operator.parse import parse_spec
 from inferkube.operator.settings import OperatorSettings
-from inferkube.operator.status import Children, compute_status, observe
+from inferkube.operator.status import compute_status
+from inferkube.operator.world import Children, observe
 
 REPO = Path(__file__).resolve().parents[3]
 
