@@ -140,14 +140,26 @@ _BUILTIN_COLUMNS: dict[str, list[tuple[dict[str, Any], Cell]]] = {
 }
 
 
+def _name(obj: dict[str, Any]) -> Any:
+    return obj["metadata"]["name"]
+
+
+def _last_seen(obj: dict[str, Any]) -> str:
+    return human_age(obj.get("lastTimestamp") or obj.get("eventTime") or obj["metadata"].get("creationTimestamp"))
+
+
 def columns(res: Resource) -> list[tuple[dict[str, Any], Cell]]:
-    """Column definitions and cell functions after Name: the CRD's printer columns, else Age plus the usual ones."""
+    """Column definitions and cell functions: Name, then the CRD's printer columns, else the usual ones and Age."""
     if res.crd_name:
         custom = res.printer_columns or [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
-        return [({"name": c["name"], "type": c.get("type", "string"),
-                  "format": c.get("format", ""), "description": c.get("description", ""),
-                  "priority": c.get("priority", 0)}, functools.partial(custom_cell, c)) for c in custom]
-    return [*_BUILTIN_COLUMNS.get(res.kind, []), (_AGE, lambda o: human_age(o["metadata"].get("creationTimestamp")))]
+        return [(_NAME, _name), *(({"name": c["name"], "type": c.get("type", "string"),
+                                    "format": c.get("format", ""), "description": c.get("description", ""),
+                                    "priority": c.get("priority", 0)}, functools.partial(custom_cell, c))
+                                  for c in custom)]
+    if res.kind == "Event":  # as a real server: Last Seen first, Name only with -o wide
+        return [_text("Last Seen", _last_seen), *_BUILTIN_COLUMNS["Event"], ({**_NAME, "priority": 1}, _name)]
+    return [(_NAME, _name), *_BUILTIN_COLUMNS.get(res.kind, []),
+            (_AGE, lambda o: human_age(o["metadata"].get("creationTimestamp")))]
 
 
 def _row_object(obj: dict[str, Any], include: str, version: str) -> dict[str, Any] | None:
@@ -164,7 +176,7 @@ def table(res: Resource, objects: list[dict[str, Any]], rv: str, include: str = 
     cols = columns(res)
     rows = []
     for obj in objects:
-        row: dict[str, Any] = {"cells": [obj["metadata"]["name"], *(fn(obj) for _, fn in cols)]}
+        row: dict[str, Any] = {"cells": [fn(obj) for _, fn in cols]}
         if (shown := _row_object(obj, include, version)) is not None:
             row["object"] = shown
         rows.append(row)
@@ -172,6 +184,6 @@ def table(res: Resource, objects: list[dict[str, Any]], rv: str, include: str = 
         "kind": "Table",
         "apiVersion": f"meta.k8s.io/{version}",
         "metadata": {"resourceVersion": rv},
-        "columnDefinitions": [_NAME, *(definition for definition, _ in cols)],
+        "columnDefinitions": [definition for definition, _ in cols],
         "rows": rows,
     }

@@ -109,6 +109,9 @@ def test_event_field_selectors_as_kubectl_describe_sends_them(kube: KubeEmulator
     events = get(kube, f"/api/v1/namespaces/default/events?fieldSelector={selector}&limit=500")["items"]
     assert [e["reason"] for e in events] == ["Created"]
     assert [e["reason"] for e in get(kube, "/api/v1/events?fieldSelector=reason!%3DCreated")["items"]] == ["Scaled"]
+    table = get(kube, "/api/v1/namespaces/default/events", TABLE)
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Last Seen", "Type", "Reason", "Object", "Message", "Name"]
+    assert table["rows"][0]["cells"][1:5] == ["Normal", "Created", "Widget/w1", "Created happened"]
     status, body = call(kube, "GET", "/api/v1/namespaces/default/configmaps?fieldSelector=data.x%3D1")
     assert status == 400 and "field label not supported" in body["message"]
 
