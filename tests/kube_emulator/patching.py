@@ -218,23 +218,57 @@ def label_match(selector: str | None, labels: dict[str, str] | None) -> bool:
     return True
 
 
+# Field labels a real API server accepts beyond metadata.name/namespace, per kind (kubectl describe uses the
+# Event ones to list an object's events).
+_EVENT_FIELDS = ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+                 "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
+                 "reason", "reportingComponent", "source", "type", "regarding.kind", "regarding.namespace",
+                 "regarding.name", "regarding.uid", "regarding.apiVersion", "reportingController")
+FIELD_LABELS: dict[str, tuple[str, ...]] = {
+    "Event": _EVENT_FIELDS,
+    "Pod": ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+            "status.phase", "status.podIP", "status.nominatedNodeName"),
+    "Secret": ("type",),
+    "Namespace": ("status.phase",),
+    "Node": ("spec.unschedulable",),
+    "Job": ("status.successful",),
+}
+
+
+def _field_value(obj: dict[str, Any], label: str) -> str | None:
+    if label == "source" and obj.get("kind") == "Event":
+        return (obj.get("source") or {}).get("component") or obj.get("reportingComponent")
+    node: Any = obj
+    for key in label.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, bool):
+        return str(node).lower()
+    return None if node is None else str(node)
+
+
+def parse_field_selector(selector: str | None, kind: str) -> list[tuple[str, str, bool]]:
+    """(field label, value, negated) of each requirement; 400 for a label the kind does not support."""
+    allowed = {"metadata.name", "metadata.namespace", *FIELD_LABELS.get(kind, ())}
+    out = []
+    for req in (selector or "").split(","):
+        if not req.strip():
+            continue
+        negate = "!=" in req
+        if not negate and "=" not in req:
+            raise PatchError(f"invalid field selector: {req!r}", 400)
+        key, value = req.split("!=", 1) if negate else req.replace("==", "=").split("=", 1)
+        if key.strip() not in allowed:
+            raise PatchError(f"field label not supported: {key.strip()}", 400)
+        out.append((key.strip(), value.strip(), negate))
+    return out
+
+
 def field_match(selector: str | None, obj: dict[str, Any]) -> bool:
-    """Whether an object satisfies a field selector on metadata.name / metadata.namespace (= and !=)."""
-    if not selector:
-        return True
-    meta = obj.get("metadata", {})
-    fields = {"metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace")}
-    for req in selector.split(","):
-        if "!=" in req:
-            key, value = req.split("!=", 1)
-            if fields.get(key.strip()) == value.strip():
-                return False
-        else:
-            key, _, value = req.replace("==", "=").partition("=")
-            if key.strip() not in fields:
-                raise PatchError(f"field label not supported: {key.strip()}", 400)
-            if fields[key.strip()] != value.strip():
-                return False
+    """Whether an object satisfies a field selector (= and !=) on metadata.name / metadata.namespace and the
+    kind's field labels (FIELD_LABELS); a missing field compares as the empty string, as on a real server."""
+    for key, value, negate in parse_field_selector(selector, obj.get("kind", "")):
+        if ((_field_value(obj, key) or "") == value) == negate:
+            return False
     return True
 
 

@@ -21,9 +21,11 @@ class Resource:
     scale: bool = False
     singular: str = ""
     short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()  # `kubectl get all`, `kubectl get inferkube`
     # For CRD-backed resources: the version's openAPIV3Schema and the scale subresource paths.
     schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     scale_paths: dict[str, str] | None = field(default=None, compare=False, hash=False)
+    printer_columns: list[dict[str, Any]] | None = field(default=None, compare=False, hash=False)
     crd_name: str | None = None
 
     @property
@@ -45,17 +47,17 @@ BUILTINS: list[Resource] = [
     _b("", "v1", "namespaces", "Namespace", False, status=True, short_names=("ns",)),
     _b("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
     _b("", "v1", "secrets", "Secret"),
-    _b("", "v1", "services", "Service", status=True, short_names=("svc",)),
+    _b("", "v1", "services", "Service", status=True, short_names=("svc",), categories=("all",)),
     _b("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
-    _b("", "v1", "pods", "Pod", status=True, short_names=("po",)),
+    _b("", "v1", "pods", "Pod", status=True, short_names=("po",), categories=("all",)),
     _b("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", status=True, short_names=("pvc",)),
     _b("", "v1", "events", "Event", short_names=("ev",)),
     _b("", "v1", "resourcequotas", "ResourceQuota", status=True, short_names=("quota",)),
     _b("", "v1", "nodes", "Node", False, status=True, short_names=("no",)),
-    _b("apps", "v1", "deployments", "Deployment", status=True, scale=True, short_names=("deploy",)),
-    _b("apps", "v1", "statefulsets", "StatefulSet", status=True, scale=True, short_names=("sts",)),
-    _b("apps", "v1", "replicasets", "ReplicaSet", status=True, scale=True, short_names=("rs",)),
-    _b("batch", "v1", "jobs", "Job", status=True),
+    _b("apps", "v1", "deployments", "Deployment", status=True, scale=True, short_names=("deploy",), categories=("all",)),
+    _b("apps", "v1", "statefulsets", "StatefulSet", status=True, scale=True, short_names=("sts",), categories=("all",)),
+    _b("apps", "v1", "replicasets", "ReplicaSet", status=True, scale=True, short_names=("rs",), categories=("all",)),
+    _b("batch", "v1", "jobs", "Job", status=True, categories=("all",)),
     _b(
         "autoscaling",
         "v2",
@@ -63,6 +65,7 @@ BUILTINS: list[Resource] = [
         "HorizontalPodAutoscaler",
         status=True,
         short_names=("hpa",),
+        categories=("all",),
     ),
     _b("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", status=True, short_names=("pdb",)),
     _b("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
@@ -106,8 +109,10 @@ def resources_from_crd(crd: dict[str, Any]) -> list[Resource]:
                 scale=scale is not None,
                 singular=names.get("singular", names["kind"].lower()),
                 short_names=tuple(names.get("shortNames", ())),
+                categories=tuple(names.get("categories", ())),
                 schema=(ver.get("schema") or {}).get("openAPIV3Schema"),
                 scale_paths=scale,
+                printer_columns=ver.get("additionalPrinterColumns"),
                 crd_name=crd["metadata"]["name"],
             )
         )
@@ -226,6 +231,7 @@ class Registry:
                     "kind": res.kind,
                     "verbs": VERBS,
                     "shortNames": list(res.short_names),
+                    **({"categories": list(res.categories)} if res.categories else {}),
                 }
             )
             if res.status:

@@ -14,10 +14,11 @@ from typing import Any, NamedTuple
 import yaml
 from aiohttp import web
 
-from . import patching
+from . import openapi, patching, protobuf, tables
 from .patching import PatchError
 from .resources import Resource
 from .store import ApiError, Store
+from .validation import KUBERNETES_VERSION
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -157,8 +158,8 @@ class Server:
             return _json(
                 {
                     "major": "1",
-                    "minor": "31",
-                    "gitVersion": "v1.31.0-kube-emulator",
+                    "minor": KUBERNETES_VERSION.split(".")[1],
+                    "gitVersion": f"v{KUBERNETES_VERSION}.0-kube-emulator",
                     "platform": "linux/amd64",
                 }
             )
@@ -168,6 +169,8 @@ class Server:
             return _json(reg.api_versions())
         if path == "/apis":
             return _json(reg.api_groups())
+        if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
+            return self._openapi(path)
         parsed = self._parse(path)
         if parsed is None:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
@@ -189,8 +192,33 @@ class Server:
                     return await self._watch(request, target)
                 return self._list(request, target)
             obj = self.store.get(target.res, target.namespace, target.name)
-            return _json(self._scale_of(target.res, obj) if target.sub == "scale" else obj)
+            if target.sub == "scale":
+                return _json(self._scale_of(target.res, obj))
+            return _json(self._as_table(request, target.res, [obj]) or obj)
         return await self._mutate(request, target)
+
+    # ------------------------------------------------------------ what kubectl needs besides CRUD
+
+    def _openapi(self, path: str) -> web.Response:
+        """/openapi/v3 (the index) and /openapi/v3/api/v1, /openapi/v3/apis/GROUP/VERSION."""
+        reg = self.store.registry
+        if path == "/openapi/v3":
+            return _json(openapi.index(reg))
+        parts = path[len("/openapi/v3/"):].split("/")
+        gv = ("", parts[1]) if parts[0] == "api" and len(parts) == 2 else (
+            (parts[1], parts[2]) if parts[0] == "apis" and len(parts) == 3 else None)
+        found = openapi.gv_document(reg, *gv) if gv else None
+        if found is None:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+        return _json(found[0])
+
+    def _as_table(self, request: web.Request, res: Resource, objects: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """A Table of the objects when the client asked for one (kubectl get), else None."""
+        version = tables.table_version(request.headers.get("Accept", ""))
+        if version is None:
+            return None
+        include = request.query.get("includeObject") or "Metadata"
+        return tables.table(res, objects, str(self.store.rv), include, version)
 
     # ------------------------------------------------------------ reads
 
@@ -210,6 +238,9 @@ class Server:
         items = self.store.list(
             t.res, t.namespace, request.query.get("labelSelector"), request.query.get("fieldSelector")
         )
+        shown = self._as_table(request, t.res, items)
+        if shown is not None:
+            return _json(shown)
         return _json(
             {
                 "kind": f"{t.res.kind}List",
@@ -237,9 +268,12 @@ class Server:
                 and patching.field_match(fields, obj)
             )
 
+        def shown(obj: dict[str, Any]) -> dict[str, Any]:
+            return self._as_table(request, t.res, [obj]) or obj
+
         if since == "0":
             lines = [
-                json.dumps({"type": "ADDED", "object": o}) + "\n"
+                json.dumps({"type": "ADDED", "object": shown(o)}) + "\n"
                 for o in self.store.list(t.res, t.namespace, labels, fields)
             ]
             rv = self.store.rv
@@ -258,7 +292,7 @@ class Server:
                 except ApiError as exc:
                     await resp.write((json.dumps({"type": "ERROR", "object": exc.status()}) + "\n").encode())
                     break
-                chunk = [json.dumps({"type": e.type, "object": e.obj}) + "\n" for e in events if wanted(e.obj)]
+                chunk = [json.dumps({"type": e.type, "object": shown(e.obj)}) + "\n" for e in events if wanted(e.obj)]
                 if events:
                     rv = events[-1].rv
                 if chunk:
@@ -298,6 +332,11 @@ class Server:
         if not raw:
             return None
         ctype = request.content_type
+        if ctype == protobuf.CONTENT_TYPE:
+            try:
+                return protobuf.decode(raw)
+            except protobuf.Unsupported as exc:
+                raise ApiError(415, "UnsupportedMediaType", str(exc)) from None
         try:
             if ctype == "application/apply-patch+yaml" and raw.lstrip()[:1] != b"{":
                 return yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))

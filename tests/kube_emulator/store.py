@@ -20,9 +20,9 @@ HISTORY_LIMIT = 20000  # events kept per resource for watch resumption; older re
 class ApiError(Exception):
     """An error answered as a Kubernetes Status object."""
 
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
+        self.code, self.reason, self.message, self.details = code, reason, message, details
 
     def status(self) -> dict[str, Any]:
         """The Status body."""
@@ -33,8 +33,18 @@ class ApiError(Exception):
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
+            **({"details": self.details} if self.details else {}),
             "code": self.code,
         }
+
+
+def _invalid_details(res: Resource, name: str | None, message: str) -> dict[str, Any]:
+    """Status details of a 422 (kubectl prints `The KIND "NAME" is invalid:` and one line per cause)."""
+    causes = []
+    for part in message.split(" is invalid: ", 1)[-1].split("; "):
+        field, sep, rest = part.partition(": ")
+        causes.append({"reason": "FieldValueInvalid", "field": field if sep else "", "message": rest if sep else part})
+    return {"name": name or "", "group": res.group, "kind": res.kind, "causes": causes}
 
 
 class Event(NamedTuple):
@@ -106,6 +116,7 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Objects of a resource in a namespace (all if ns is None), filtered by selectors."""
         try:
+            patching.parse_field_selector(fields, res.kind)  # a bad selector is a 400 even when nothing matches
             return [
                 o
                 for (ons, _), o in sorted(self.bucket(res).items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
@@ -140,7 +151,7 @@ class Store:
 
     def _reject(self, verb: str, res: Resource, ns: str | None, name: str | None, message: str) -> ApiError:
         self.validation_errors.append(ValidationRecord(verb, res.kind, ns, name, message))
-        return ApiError(422, "Invalid", message)
+        return ApiError(422, "Invalid", message, _invalid_details(res, name, message))
 
     def create(
         self,

@@ -20,7 +20,7 @@ try:  # the Rust validator is ~1000x faster; the pure-Python one is the fallback
 except ImportError:  # pragma: no cover - depends on the environment
     jsonschema_rs = None
 
-KUBERNETES_VERSION = "1.31"
+KUBERNETES_VERSION = "1.32"  # also what /version reports (a version-matching kubectl picks its client by it)
 _SCHEMA_DIR = f"kubernetes-json-schema/v{KUBERNETES_VERSION}.0-local-strict"
 
 

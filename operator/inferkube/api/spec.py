@@ -432,6 +432,13 @@ class InferenceServiceSpec(ApiModel):
         return 1 if self.replicas is None else self.replicas
 
     @property
+    def starting_replicas(self) -> int:
+        """Replicas wanted before the Deployment exists: the fixed count, else the autoscaler's minimum."""
+        if self.autoscaling is not None:
+            return self.autoscaling.min_replicas
+        return 1 if self.replicas is None else self.replicas
+
+    @property
     def source_scheme(self) -> str:
         """The scheme of model.source: hf, pvc, https or http."""
         return self.model.source.split("://", 1)[0]

@@ -69,6 +69,9 @@ class InferenceServiceStatus(ApiModel):
     )
     replicas: int | None = Field(default=None, description="Replicas that exist (scale subresource statusReplicasPath).")
     ready_replicas: int | None = Field(default=None, description="Replicas that pass readiness.")
+    replicas_summary: str | None = Field(
+        default=None, description="Ready/desired replicas, e.g. 1/2 (the Replicas printer column)."
+    )
     selector: str | None = Field(default=None, description="Label selector of the replicas (scale subresource).")
     url: str | None = Field(default=None, description="In-cluster base URL of the OpenAI-compatible API.")
     served_model_name: str | None = Field(default=None, description="The model name clients pass.")

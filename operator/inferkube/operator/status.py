@@ -320,6 +320,7 @@ def compute_status(
         conditions=[ready(f, degraded_now, phase, detail), *conditions],
         replicas=f.replicas,
         ready_replicas=f.ready_replicas,
+        replicas_summary=f"{f.ready_replicas}/{f.desired_replicas if f.deployment is not None else spec.starting_replicas}",
         selector=names.selector_string(meta),
         url=names.service_url(meta, settings),
         served_model_name=names.served_model_name(spec, meta),

@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import yaml
 from kopf.testing import KopfRunner
 
 from inferkube.operator.crd import build_crd
 from tests.kube_emulator import KubeEmulator
+from tests.schemas import require_upstream, upstream_crd
+
+__all__ = ["require_upstream", "upstream_crd"]  # tests import them from here with the other helpers
 
 REPO = Path(__file__).resolve().parents[3]
-SHARED_SCHEMAS = REPO.parent / "shared" / "schemas"
 T = TypeVar("T")
 NS = "llm"
 
@@ -53,11 +54,6 @@ def condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any] | None:
         if c["type"] == ctype:
             return c
     return None
-
-
-def upstream_crd(filename: str) -> dict[str, Any]:
-    """An upstream CRD from ../shared/schemas."""
-    return yaml.safe_load((SHARED_SCHEMAS / filename).read_text())
 
 
 @pytest.fixture

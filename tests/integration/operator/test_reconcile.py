@@ -9,9 +9,9 @@ from kopf.testing import KopfRunner
 from inferkube.api import contract
 from tests.integration.operator.conftest import (
     NS,
-    SHARED_SCHEMAS,
     condition,
     isvc,
+    require_upstream,
     start_operator,
     upstream_crd,
     wait_for,
@@ -248,7 +248,7 @@ def test_restart_mid_reconcile_neither_duplicates_nor_loses(kube: KubeEmulator) 
 
 
 def test_servicemonitor_appears_when_its_crd_is_installed(kube: KubeEmulator, operator: KopfRunner) -> None:
-    assert SHARED_SCHEMAS.is_dir(), "the upstream ServiceMonitor CRD comes from ../shared/schemas"
+    require_upstream("monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml")
     ready_service(kube)
     assert kube.get("ServiceMonitor", NS, "demo") is None if _served(kube, "ServiceMonitor") else True
     assert condition(get(kube), "MonitoringReady")["reason"] == "PrometheusOperatorMissing"
@@ -360,6 +360,7 @@ def test_restart_keeps_a_ready_service_ready(kube: KubeEmulator) -> None:
 
 
 def test_keda_scaledobject_appears_when_keda_is_installed(kube: KubeEmulator, operator: KopfRunner) -> None:
+    require_upstream("keda.sh_scaledobjects.yaml")
     body = isvc(autoscaling={"engine": "keda", "maxReplicas": 4, "targetQueueDepth": 10})
     del body["spec"]["replicas"]
     kube.create(body)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonpath_ng.ext import parse as jsonpath
 
 from inferkube.operator.crd import CRD_FILENAME, build_crd, render_crd_yaml
+from inferkube.operator.inputs import ServiceMeta
+from inferkube.operator.parse import parse_spec
+from inferkube.operator.settings import OperatorSettings
+from inferkube.operator.status import compute_status
+from inferkube.operator.world import Children, observe
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -29,6 +36,11 @@ def _schema() -> dict[str, Any]:
 def test_committed_crd_matches_the_models() -> None:
     committed = (REPO / "crds" / CRD_FILENAME).read_text()
     assert committed == render_crd_yaml(), "crds/ drifted from inferkube.api: run `inferkube crd -o crds`"
+
+
+def test_crd_fits_client_side_apply() -> None:
+    """`kubectl apply` (client-side) stores the object as JSON in an annotation; annotations may hold 256 kB."""
+    assert len(json.dumps(build_crd(), separators=(",", ":"))) < 256 * 1024 // 2, "keep a wide margin"
 
 
 def test_every_spec_and_status_field_has_a_description() -> None:
@@ -76,3 +88,29 @@ def test_cel_rules_sit_next_to_their_fields() -> None:
     assert any("maxUnavailable" in r["rule"] for r in rollout_rules)
     conditions = schema["properties"]["status"]["properties"]["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map" and conditions["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def _column(obj: dict[str, Any], name: str) -> Any:
+    """What `kubectl get` shows in a printer column for obj (the first JSONPath match, as the API server)."""
+    column = next(c for c in build_crd()["spec"]["versions"][0]["additionalPrinterColumns"] if c["name"] == name)
+    found = jsonpath("$" + column["jsonPath"]).find(obj)
+    return found[0].value if found else None
+
+
+def _status(spec: dict[str, Any], *children: dict[str, Any]) -> dict[str, Any]:
+    meta, kids = ServiceMeta(name="m", namespace="ns"), Children()
+    for child in children:
+        kids.put(child)
+    parsed = parse_spec(spec)
+    status = compute_status(parsed, meta, 1, OperatorSettings(), kids, observe(parsed, meta, kids, set()))
+    return {"status": status.model_dump(by_alias=True, exclude_none=True)}
+
+
+def test_replicas_column_shows_ready_of_desired() -> None:
+    spec = {"model": {"source": "pvc://models/m"}, "replicas": 2}
+    assert _column(_status(spec), "Replicas") == "0/2", "before the Deployment exists: the wanted count"
+    half = {"kind": "Deployment", "metadata": {"name": "m", "generation": 1}, "spec": {"replicas": 2},
+            "status": {"replicas": 2, "readyReplicas": 1, "observedGeneration": 1}}
+    assert _column(_status(spec, half), "Replicas") == "1/2"
+    autoscaled = {"model": {"source": "pvc://models/m"}, "autoscaling": {"minReplicas": 3, "maxReplicas": 5}}
+    assert _column(_status(autoscaled), "Replicas") == "0/3"

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from inferkube.operator import kinds
-from inferkube.operator.crd import render_kustomization_yaml
+from inferkube.operator.crd import KUSTOMIZATION_FILENAME, render_kustomization_yaml
 from inferkube.operator.settings import OperatorSettings, load_settings
 from tests.schemas import NEWEST_K8S, OLDEST_K8S, validate_k8s
 
@@ -36,7 +36,16 @@ def test_kustomization_renders_every_install_object() -> None:
     kinds = sorted(o["kind"] for o in rendered())
     assert kinds == sorted(["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
                             "ClusterRoleBinding", "ConfigMap", "Deployment"])
-    assert (REPO / "crds" / "kustomization.yaml").read_text() == render_kustomization_yaml()
+    assert (REPO / "crds" / KUSTOMIZATION_FILENAME).read_text() == render_kustomization_yaml()
+
+
+def test_kubectl_apply_f_crds_reads_only_crds() -> None:
+    """`kubectl apply -f crds/` reads every *.yaml, *.yml and *.json there: each must be a CRD."""
+    files = [p for p in (REPO / "crds").iterdir() if p.suffix in (".yaml", ".yml", ".json")]
+    assert files
+    for path in files:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        assert [d["kind"] for d in docs] == ["CustomResourceDefinition"] * len(docs), path.name
 
 
 @pytest.mark.parametrize("version", [OLDEST_K8S, NEWEST_K8S])
