@@ -1,7 +1,7 @@
 -- Argo CD health check for serving.inferkube.dev/v1alpha1 InferenceService.
 --
 -- Reads only what the inferkube operator writes into .status:
---   observedGeneration, phase, and the conditions Ready and Degraded.
+--   observedGeneration, phase, phaseDetail, and the conditions Ready, Degraded (and Progressing).
 -- Order matters: a status that describes an older spec says nothing about the current one,
 -- so a stale observedGeneration is Progressing even if the old status looked healthy or broken.
 -- Installed through argocd-cm (see argocd-cm-patch.yaml, which embeds this file verbatim).
@@ -70,6 +70,18 @@ if (degraded ~= nil and degraded.status == "True") or phase == "Failed" or phase
     detail = "phase " .. phase
   end
   hs.message = detail
+  return hs
+end
+
+-- A rollout that is not complete is Progressing, as Argo CD's own Deployment check is: the old
+-- replicas still serve (Ready stays True), but sync waves and health waits must not move on yet.
+if phase == "RollingOut" then
+  hs.status = "Progressing"
+  local detail = status.phaseDetail or ""
+  if detail == "" then
+    detail = describe(findCondition(status.conditions, "Progressing"))
+  end
+  hs.message = "Rolling out: " .. detail
   return hs
 end
 

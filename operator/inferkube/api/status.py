@@ -9,7 +9,7 @@ from pydantic import Field
 from inferkube.api.spec import ApiModel
 
 ConditionStatus = Literal["True", "False", "Unknown"]
-Phase = Literal["Pending", "CachingModel", "Scheduling", "LoadingModel", "Ready", "Degraded", "Failed"]
+Phase = Literal["Pending", "CachingModel", "Scheduling", "LoadingModel", "RollingOut", "Ready", "Degraded", "Failed"]
 CachePhase = Literal["Pending", "Downloading", "Ready", "Failed", "NotUsed"]
 
 
@@ -59,7 +59,8 @@ class InferenceServiceStatus(ApiModel):
     observed_generation: int | None = Field(default=None, description="metadata.generation the operator last acted on.")
     phase: Phase | None = Field(
         default=None,
-        description="Cold-start stage for printer columns: Pending, CachingModel, Scheduling, LoadingModel, Ready, Degraded, Failed.",
+        description="Stage for printer columns: Pending, CachingModel, Scheduling, LoadingModel, RollingOut (serving "
+        "while a rollout completes), Ready, Degraded, Failed.",
     )
     phase_detail: str | None = Field(default=None, description="A few words beside the phase (e.g. download percentage).")
     conditions: list[Condition] = Field(

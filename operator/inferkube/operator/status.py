@@ -23,6 +23,7 @@ from inferkube.api.spec import InferenceServiceSpec
 from inferkube.api.status import CacheStatus, Condition, ConditionStatus, InferenceServiceStatus, Phase
 from inferkube.operator import kinds, names
 from inferkube.operator.inputs import Observed, ServiceMeta
+from inferkube.operator.pods import UNSCHEDULABLE, PodProblem, download_pods, first_problem, runtime_pods
 from inferkube.operator.settings import OperatorSettings
 from inferkube.operator.world import Children, condition_of, download_job, job_state, serving_cache_key
 
@@ -53,9 +54,14 @@ def _report_counts(out: CacheStatus, report: dict[str, Any]) -> None:
 
 
 def cache_status(
-    spec: InferenceServiceSpec, meta: ServiceMeta, children: Children, report: dict[str, Any] | None
+    spec: InferenceServiceSpec, meta: ServiceMeta, children: Children, report: dict[str, Any] | None,
+    problem: PodProblem | None = None,
 ) -> CacheStatus:
-    """The cache block of status from the download Job and the downloader's last report."""
+    """The cache block of status from the download Job, its pods' start problem and the downloader's last report.
+
+    A download pod that cannot start (a missing Secret, a bad image) fails the cache step now: the Job
+    would only give up at its deadline, hours later.
+    """
     if not names.uses_cache(spec):
         return CacheStatus(phase="NotUsed")
     job = download_job(spec, meta, children)
@@ -85,6 +91,8 @@ def cache_status(
             failed = condition_of(job, "Failed") or {}
             reason, message = failed.get("reason", "DownloadFailed"), failed.get("message", "")
         out.message = f"{reason}: {message}".strip()
+    elif state != "Ready" and problem is not None and problem.is_start_failure:
+        out.phase, out.message = "Failed", f"{problem.reason}: {problem.message}"
     return out
 
 
@@ -106,6 +114,8 @@ class Facts:
     observed: Observed
     cache: CacheStatus
     deployment: dict[str, Any] | None
+    runtime_problem: PodProblem | None = None   # the runtime pods' first problem (pods.py)
+    download_problem: PodProblem | None = None  # the wanted download Job's pods' first problem
 
     @property
     def deployment_status(self) -> dict[str, Any]:
@@ -132,6 +142,34 @@ class Facts:
         return condition_of(self.deployment, ctype)
 
     @property
+    def available_replicas(self) -> int:
+        """Replicas available for minReadySeconds."""
+        return int(self.deployment_status.get("availableReplicas", 0))
+
+    @property
+    def rollout(self) -> str | None:
+        """What the Deployment's rollout still waits for (e.g. '1/2 updated'); None once it is complete.
+
+        The same test as Argo CD's Deployment health and `kubectl rollout status`: the controller has seen
+        the current generation, every replica runs the new template, no old replica is left, and every
+        updated replica is available.
+        """
+        if self.deployment is None:
+            return None
+        dstatus = self.deployment_status
+        updated = int(dstatus.get("updatedReplicas", 0))
+        generation = self.deployment["metadata"].get("generation")
+        if generation is not None and int(dstatus.get("observedGeneration", 0)) < generation:
+            return f"waiting for the Deployment controller to see generation {generation}"
+        if updated < self.desired_replicas:
+            return f"{updated}/{self.desired_replicas} updated"
+        if self.replicas > updated:
+            return f"{self.replicas - updated} old replicas terminating"
+        if self.available_replicas < updated:
+            return f"{self.available_replicas}/{updated} updated replicas available"
+        return None
+
+    @property
     def deadline_exceeded(self) -> bool:
         """The rollout ran past progressDeadlineSeconds."""
         return (self.deployment_condition("Progressing") or {}).get("reason") == "ProgressDeadlineExceeded"
@@ -151,10 +189,14 @@ class Facts:
 
 def read_facts(spec: InferenceServiceSpec, meta: ServiceMeta, generation: int | None, children: Children,
                observed: Observed, report: dict[str, Any] | None = None) -> Facts:
-    """The facts every condition reads, from the live children and the downloader's last report."""
+    """The facts every condition reads, from the live children, their pods and the downloader's last report."""
+    download = None
+    if names.uses_cache(spec):
+        download = first_problem(download_pods(children, names.download_job_name(meta, names.cache_key(spec))))
     return Facts(spec=spec, meta=meta, generation=generation, children=children, observed=observed,
-                 cache=cache_status(spec, meta, children, report),
-                 deployment=children.get(kinds.DEPLOYMENT.kind, meta.name))
+                 cache=cache_status(spec, meta, children, report, download),
+                 deployment=children.get(kinds.DEPLOYMENT.kind, meta.name),
+                 runtime_problem=first_problem(runtime_pods(children)), download_problem=download)
 
 
 # --- One function per condition ----------------------------------------------------------------
@@ -169,6 +211,8 @@ def model_cached(f: Facts) -> Condition:
     if cache.phase == "Ready":
         return f.condition("ModelCached", True, "Downloaded", f"model cached in claim {cache.claim_name}")
     if cache.phase == "Failed":
+        if f.download_problem is not None and f.download_problem.is_start_failure:  # the Job is still waiting
+            return f.condition("ModelCached", False, f.download_problem.reason, f.download_problem.message)
         return f.condition("ModelCached", False, "DownloadFailed", cache.message or "download Job failed")
     pct = _percent(cache)
     return f.condition("ModelCached", False, "Downloading" if cache.phase == "Downloading" else "DownloadPending",
@@ -190,25 +234,36 @@ def progressing(f: Facts) -> Condition:
     if f.deployment is None:
         return f.condition("Progressing", f.cache.phase in ("Pending", "Downloading"), "CachingModel",
                            "waiting for the model cache")
-    dstatus = f.deployment_status
-    rollout_done = (dstatus.get("updatedReplicas", 0) == f.replicas == f.ready_replicas
-                    and dstatus.get("observedGeneration") == f.deployment["metadata"].get("generation"))
     theirs = f.deployment_condition("Progressing") or {}
-    return f.condition("Progressing", not rollout_done and not f.deadline_exceeded,
-                       theirs.get("reason", "Pending"), theirs.get("message", ""))
+    if f.deadline_exceeded:
+        return f.condition("Progressing", False, "ProgressDeadlineExceeded", theirs.get("message") or
+                           "the rollout ran past progressDeadlineSeconds")
+    if f.rollout is not None:
+        return f.condition("Progressing", True, "RollingOut", f.rollout)
+    return f.condition("Progressing", False, "RolloutComplete", f"{f.replicas}/{f.desired_replicas} replicas updated")
 
 
 def degraded(f: Facts) -> Condition:
-    """Degraded: something the user must look at (failed download, quota, stuck rollout)."""
+    """Degraded: something the user must look at, named (failed download, a pod that cannot run, quota,
+    stuck rollout, no node fits)."""
     if f.cache.phase == "Failed":
-        return f.condition("Degraded", True, "DownloadFailed", f.cache.message or "")
+        if f.download_problem is not None and f.download_problem.is_start_failure:
+            return f.condition("Degraded", True, f.download_problem.reason, f.download_problem.message)
+        return f.condition("Degraded", True, "DownloadFailed", f.cache.message or "download Job failed")
+    problem = f.runtime_problem
+    if problem is not None and problem.blocking:
+        return f.condition("Degraded", True, problem.reason, problem.message)
     replica_failure = f.deployment_condition("ReplicaFailure")
     if replica_failure is not None and replica_failure.get("status") == "True":
-        return f.condition("Degraded", True, "ReplicaFailure", replica_failure.get("message", ""))
+        return f.condition("Degraded", True, "ReplicaFailure", replica_failure.get("message") or
+                           replica_failure.get("reason") or "the ReplicaSet cannot create pods")
     if f.deadline_exceeded:
         return f.condition("Degraded", True, "ProgressDeadlineExceeded",
-                           (f.deployment_condition("Progressing") or {}).get("message", ""))
-    return f.condition("Degraded", False, "AsExpected")
+                           (f.deployment_condition("Progressing") or {}).get("message") or
+                           "the rollout ran past progressDeadlineSeconds")
+    if problem is not None:  # unschedulable: named, though a node may still come
+        return f.condition("Degraded", True, problem.reason, problem.message)
+    return f.condition("Degraded", False, "AsExpected", "no problem observed")
 
 
 def monitoring_ready(f: Facts) -> Condition:
@@ -244,7 +299,7 @@ CONDITIONS: tuple[Callable[[Facts], Condition | None], ...] = (
 
 def _pods_phase(f: Facts, _degraded: Condition) -> tuple[Phase, str]:
     """(phase, detail) from runtime pods that are not ready yet: Scheduling or LoadingModel."""
-    pods = f.children.all(kinds.POD.kind)
+    pods = runtime_pods(f.children)
     for pod in pods:
         scheduled = condition_of(pod, "PodScheduled")
         if scheduled is not None and scheduled.get("status") == "False":
@@ -271,14 +326,18 @@ def _serving_phase(f: Facts, degraded: Condition) -> tuple[Phase, str]:
 
 # First match wins.
 PHASES: tuple[PhaseRule, ...] = (
-    PhaseRule("download failed", lambda f, d: f.cache.phase == "Failed",
+    PhaseRule("download failed", lambda f, d: f.cache.phase == "Failed" and not f.serving,
               lambda f, d: ("Failed", f.cache.message or "download failed")),
+    PhaseRule("no node fits", lambda f, d: d.reason == UNSCHEDULABLE and not f.serving,
+              lambda f, d: ("Scheduling", d.message)),
     PhaseRule("degraded and not serving", lambda f, d: d.status == "True" and not f.serving,
               lambda f, d: ("Failed", f"{d.reason}: {d.message}")),
     PhaseRule("downloading", lambda f, d: f.cache.phase in ("Pending", "Downloading") and f.deployment is None,
               lambda f, d: ("CachingModel", _percent(f.cache) or f.cache.phase.lower())),
     PhaseRule("no deployment yet", lambda f, d: f.deployment is None,
               lambda f, d: ("Pending", "creating children")),
+    PhaseRule("rolling out", lambda f, d: f.serving and d.status != "True" and f.rollout is not None,
+              lambda f, d: ("RollingOut", f.rollout or "")),
     PhaseRule("serving", lambda f, d: f.serving, _serving_phase),
     PhaseRule("scaled to zero", lambda f, d: f.desired_replicas == 0,
               lambda f, d: ("Ready", "scaled to zero")),

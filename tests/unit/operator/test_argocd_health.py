@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
+
+from inferkube.api.status import Phase
+from inferkube.operator.inputs import ServiceMeta
+from inferkube.operator.names import cache_key, download_job_name
+from inferkube.operator.parse import parse_spec
+from inferkube.operator.settings import OperatorSettings
+from inferkube.operator.status import compute_status
+from inferkube.operator.world import Children, observe
 
 lupa = pytest.importorskip("lupa")
 
@@ -237,13 +245,37 @@ def test_quota_denied_without_degraded_condition_still_surfaces_reason() -> None
     assert hs["message"] == f"Phase Scheduling: ReplicaFailure: {QUOTA_MESSAGE}"
 
 
-@pytest.mark.parametrize("phase", ["Pending", "CachingModel", "Scheduling", "LoadingModel", "Ready",
-                                   "Degraded", "Failed"])
+@pytest.mark.parametrize("phase", get_args(Phase))
 def test_every_phase_maps_to_an_argo_status(phase: str) -> None:
     """Every phase the operator can write yields a valid Argo CD health status and a message."""
     hs = run_health(isvc({"observedGeneration": 3, "phase": phase, "conditions": []}))
     assert hs["status"] in ARGO_STATUSES
     assert hs["message"]
+
+
+def operator_status(deployment_status: dict[str, Any]) -> dict[str, Any]:
+    """The status the operator computes for a Deployment reporting deployment_status (model cached)."""
+    spec, meta = parse_spec({"model": {"source": "hf://o/m"}, "replicas": 2}), ServiceMeta(name="m", namespace="ns")
+    job = {"kind": "Job", "metadata": {"name": download_job_name(meta, cache_key(spec))},
+           "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}}
+    dep = {"kind": "Deployment", "metadata": {"name": "m", "generation": 2}, "spec": {"replicas": 2},
+           "status": {"conditions": [{"type": "Available", "status": "True"}], **deployment_status}}
+    kids = Children({"Job": [job], "Deployment": [dep]})
+    status = compute_status(spec, meta, 3, OperatorSettings(), kids, observe(spec, meta, kids, set()))
+    return status.model_dump(by_alias=True, exclude_none=True)
+
+
+def test_a_half_done_rollout_is_progressing_like_argo_cds_deployment_check() -> None:
+    """1 of 2 replicas updated: the old replica serves (Ready=True) but the rollout is not done."""
+    half = {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "readyReplicas": 2, "availableReplicas": 2}
+    assert run_health(isvc(operator_status(half))) == {"status": "Progressing", "message": "Rolling out: 1/2 updated"}
+    terminating = {**half, "replicas": 3, "updatedReplicas": 2}
+    assert run_health(isvc(operator_status(terminating)))["status"] == "Progressing", "an old replica is left"
+    done = {**half, "updatedReplicas": 2}
+    assert run_health(isvc(operator_status(done)))["status"] == "Healthy"
+    broken = {**half, "conditions": [{"type": "Available", "status": "True"},
+                                     {"type": "ReplicaFailure", "status": "True", "message": "exceeded quota"}]}
+    assert run_health(isvc(operator_status(broken)))["status"] == "Degraded", "a problem wins over the rollout"
 
 
 def test_argocd_cm_embeds_health_lua_verbatim() -> None:

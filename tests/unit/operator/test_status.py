@@ -36,8 +36,31 @@ def deployment(ready: int, conditions: list[dict[str, Any]], key: str | None = N
     return {"kind": "Deployment", "metadata": {"name": "m", "generation": 1,
                                                "annotations": {"serving.inferkube.dev/cache-key": key or cache_key(SPEC)}},
             "spec": {"replicas": 2},
-            "status": {"replicas": 2, "readyReplicas": ready, "updatedReplicas": 2, "observedGeneration": 1,
-                       "conditions": conditions}}
+            "status": {"replicas": 2, "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": 2,
+                       "observedGeneration": 1, "conditions": conditions}}
+
+
+RUNTIME_LABELS = {"app.kubernetes.io/component": "runtime", "serving.inferkube.dev/inferenceservice": "m"}
+
+
+def pod(name: str, *containers: dict[str, Any], conditions: list[dict[str, Any]] | None = None,
+        labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A runtime pod (or, with labels, another one) with the given containerStatuses."""
+    return {"kind": "Pod", "metadata": {"name": name, "labels": labels or RUNTIME_LABELS},
+            "status": {"phase": "Pending", "conditions": conditions or [], "containerStatuses": list(containers)}}
+
+
+def waiting(reason: str, message: str = "", restarts: int = 0, last: dict[str, Any] | None = None,
+            name: str = "runtime") -> dict[str, Any]:
+    """A containerStatuses entry waiting for reason."""
+    return {"name": name, "restartCount": restarts, "state": {"waiting": {"reason": reason, "message": message}},
+            "lastState": {"terminated": last} if last else {}}
+
+
+def download_pod(*containers: dict[str, Any]) -> dict[str, Any]:
+    """A pod of the wanted download Job."""
+    return pod("m-dl-x", *containers, labels={"app.kubernetes.io/component": "model-cache",
+                                               "job-name": download_job_name(META, cache_key(SPEC))})
 
 
 def job(state: str) -> dict[str, Any]:
@@ -92,12 +115,16 @@ def test_failed_download_is_failed_with_reason() -> None:
 
 
 def test_scheduling_vs_loading_from_pods() -> None:
-    pending = {"kind": "Pod", "metadata": {"name": "p"}, "status": {"conditions": [
-        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes have nvidia.com/gpu"}]}}
+    pending = pod("p", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                    "message": "0/3 nodes have nvidia.com/gpu"}])
     status = status_of(job("Complete"), deployment(0, []), pending)
     assert status["phase"] == "Scheduling" and "nvidia.com/gpu" in status["phaseDetail"]
-    running = {"kind": "Pod", "metadata": {"name": "p"}, "status": {"conditions": [{"type": "PodScheduled", "status": "True"}]}}
+    assert (cond(status, "Degraded")["status"], cond(status, "Degraded")["reason"]) == ("True", "Unschedulable")
+    assert cond(status, "Degraded")["message"] == "pod p: 0/3 nodes have nvidia.com/gpu"
+    running = pod("p", conditions=[{"type": "PodScheduled", "status": "True"}])
     assert status_of(job("Complete"), deployment(0, []), running)["phase"] == "LoadingModel"
+    download = download_pod()
+    assert status_of(job("Complete"), deployment(0, []), download)["phase"] == "Scheduling", "not a runtime pod"
 
 
 def test_status_is_not_rewritten_when_nothing_changed() -> None:
@@ -158,10 +185,90 @@ def test_available_follows_the_deployment_and_needs_a_ready_replica() -> None:
 def test_progressing_while_caching_or_rolling_out_but_not_past_the_deadline() -> None:
     caching = progressing(facts(job("Active")))
     assert (caching.status, caching.reason) == ("True", "CachingModel")
-    assert progressing(facts(job("Complete"), deployment(2, AVAILABLE))).status == "False", "rollout done"
-    assert progressing(facts(job("Complete"), deployment(1, []))).status == "True", "1 of 2 ready"
+    done = progressing(facts(job("Complete"), deployment(2, AVAILABLE)))
+    assert (done.status, done.reason, done.message) == ("False", "RolloutComplete", "2/2 replicas updated")
+    starting = progressing(facts(job("Complete"), deployment(1, [])))
+    assert (starting.status, starting.message) == ("True", "1/2 updated replicas available")
     stuck = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "slow"}]
     assert progressing(facts(job("Complete"), deployment(0, stuck))).status == "False"
+
+
+def rolling(updated: int, replicas: int = 2, observed: int = 1) -> dict[str, Any]:
+    """A serving Deployment (2 ready) in the middle of a rollout."""
+    dep = deployment(2, [*AVAILABLE, {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}])
+    dep["status"].update(updatedReplicas=updated, replicas=replicas, observedGeneration=observed)
+    return dep
+
+
+def test_a_half_done_rollout_is_rolling_out_and_stays_ready() -> None:
+    cases = {"1/2 updated": rolling(1), "1 old replicas terminating": rolling(2, replicas=3),
+             "waiting for the Deployment controller to see generation 2": {**rolling(2, observed=1), "metadata": {
+                 **rolling(2)["metadata"], "generation": 2}}}
+    for detail, dep in cases.items():
+        status = status_of(job("Complete"), dep)
+        assert (status["phase"], status["phaseDetail"]) == ("RollingOut", detail)
+        assert (cond(status, "Progressing")["status"], cond(status, "Progressing")["reason"]) == ("True", "RollingOut")
+        assert cond(status, "Progressing")["message"] == detail
+        assert cond(status, "Ready")["status"] == "True", "old replicas still serve: traffic is not dropped"
+        assert cond(status, "Degraded")["status"] == "False"
+    done = status_of(job("Complete"), rolling(2))
+    assert done["phase"] == "Ready" and cond(done, "Progressing")["status"] == "False"
+
+
+MISSING_SECRET = waiting("CreateContainerConfigError", 'secret "hf-token" not found', name="download")
+
+
+def test_a_download_pod_that_cannot_start_fails_the_cache_step_now() -> None:
+    status = status_of(job("Active"), download_pod(MISSING_SECRET))
+    assert status["phase"] == "Failed"
+    assert status["cache"]["phase"] == "Failed"
+    for ctype in ("ModelCached", "Degraded"):
+        c = cond(status, ctype)
+        assert c["reason"] == "CreateContainerConfigError"
+        assert c["message"] == 'pod m-dl-x: container download: secret "hf-token" not found'
+    assert cond(status, "ModelCached")["status"] == "False" and cond(status, "Degraded")["status"] == "True"
+    assert cond(status, "Progressing")["status"] == "False"
+    # the Secret is created: the container starts and the status recovers by itself
+    started = download_pod({"name": "download", "restartCount": 0, "state": {"running": {}}})
+    recovered = status_of(job("Active"), started)
+    assert recovered["phase"] == "CachingModel" and cond(recovered, "Degraded")["status"] == "False"
+
+
+def test_a_crash_looping_runtime_pod_is_degraded_with_restarts_and_last_message() -> None:
+    last = {"exitCode": 1, "reason": "Error", "message": "ValueError: unknown quantization 'fp3'"}
+    crashing = pod("m-abc", waiting("CrashLoopBackOff", "back-off 5m0s", restarts=7, last=last))
+    status = status_of(job("Complete"), deployment(0, []), crashing)
+    expected = ("pod m-abc: container runtime restarted 7 times; last exit code 1 (Error): "
+                "ValueError: unknown quantization 'fp3'")
+    assert (cond(status, "Degraded")["reason"], cond(status, "Degraded")["message"]) == ("CrashLoopBackOff", expected)
+    assert status["phase"] == "Failed", "nothing serves"
+    assert (cond(status, "Ready")["reason"], cond(status, "Ready")["status"]) == ("CrashLoopBackOff", "False")
+    # during a rollout the old replicas still serve: Degraded, not Failed, and still Ready
+    serving = status_of(job("Complete"), rolling(1), crashing)
+    assert serving["phase"] == "Degraded" and cond(serving, "Ready")["status"] == "True"
+    assert cond(serving, "Degraded")["reason"] == "CrashLoopBackOff"
+
+
+def test_every_container_problem_is_named() -> None:
+    oom = {"exitCode": 137, "reason": "OOMKilled"}
+    cases = {
+        "ImagePullBackOff": waiting("ImagePullBackOff", 'Back-off pulling image "rt:nope"'),
+        "ErrImagePull": waiting("ErrImagePull", "manifest unknown"),
+        "InvalidImageName": waiting("InvalidImageName", 'couldn\'t parse image name "RT:"'),
+        "CreateContainerError": waiting("CreateContainerError", "no command specified"),
+        "OOMKilled": waiting("CrashLoopBackOff", restarts=3, last=oom),
+        "ContainerFailed": {"name": "runtime", "restartCount": 0,
+                            "state": {"terminated": {"exitCode": 2, "message": "bad flag --tp"}}},
+    }
+    for expected, container in cases.items():
+        got = degraded(facts(job("Complete"), deployment(0, []), pod("m-1", container)))
+        assert (got.status, got.reason) == ("True", expected), container
+        assert got.message.startswith("pod m-1: container runtime")
+    assert "bad flag --tp" in degraded(facts(job("Complete"), deployment(0, []),
+                                             pod("m-1", cases["ContainerFailed"]))).message
+    being_deleted = pod("m-1", cases["ErrImagePull"])
+    being_deleted["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert degraded(facts(job("Complete"), deployment(2, AVAILABLE), being_deleted)).status == "False"
 
 
 def test_degraded_names_the_first_problem() -> None:
@@ -170,7 +277,7 @@ def test_degraded_names_the_first_problem() -> None:
     got = degraded(facts(job("Complete"), deployment(0, quota)))
     assert (got.status, got.reason, got.message) == ("True", "ReplicaFailure", "exceeded quota: gpu")
     ok = degraded(facts(job("Complete"), deployment(2, AVAILABLE)))
-    assert (ok.status, ok.reason) == ("False", "AsExpected")
+    assert (ok.status, ok.reason, ok.message) == ("False", "AsExpected", "no problem observed")
 
 
 def test_monitoring_ready_says_why_there_is_no_servicemonitor() -> None:
@@ -196,11 +303,15 @@ def test_autoscaler_ready_only_with_autoscaling() -> None:
 def test_every_row_of_the_phase_table_is_reachable() -> None:
     quota = [{"type": "ReplicaFailure", "status": "True", "message": "exceeded quota"}]
     scaled_to_zero = {**deployment(0, []), "spec": {"replicas": 0}}
+    unschedulable = pod("p", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                          "message": "0/3 nodes are available"}])
     cases = {
         "download failed": facts(job("Failed")),
+        "no node fits": facts(job("Complete"), deployment(0, []), unschedulable),
         "degraded and not serving": facts(job("Complete"), deployment(0, quota)),
         "downloading": facts(job("Active")),
         "no deployment yet": facts(job("Complete")),
+        "rolling out": facts(job("Complete"), rolling(1)),
         "serving": facts(job("Complete"), deployment(2, AVAILABLE)),
         "scaled to zero": facts(job("Complete"), scaled_to_zero),
         "pods not ready": facts(job("Complete"), deployment(0, [])),
@@ -209,15 +320,19 @@ def test_every_row_of_the_phase_table_is_reachable() -> None:
     got = {name: phase_of(f, degraded(f)) for name, f in cases.items()}
     assert got == {
         "download failed": ("Failed", "BackoffLimitExceeded:"),
+        "no node fits": ("Scheduling", "pod p: 0/3 nodes are available"),
         "degraded and not serving": ("Failed", "ReplicaFailure: exceeded quota"),
         "downloading": ("CachingModel", "downloading"),
         "no deployment yet": ("Pending", "creating children"),
+        "rolling out": ("RollingOut", "1/2 updated"),
         "serving": ("Ready", "2/2 replicas ready"),
         "scaled to zero": ("Ready", "scaled to zero"),
         "pods not ready": ("Scheduling", "waiting for pods"),
     }
     serving_with_problem = facts(job("Complete"), deployment(2, [*AVAILABLE, *quota]))
     assert phase_of(serving_with_problem, degraded(serving_with_problem)) == ("Degraded", "2/2 replicas ready")
+    new_revision_failed = facts(job("Failed"), deployment(2, AVAILABLE))
+    assert phase_of(new_revision_failed, degraded(new_revision_failed)) == ("Degraded", "2/2 replicas ready")
 
 
 def test_ready_says_what_is_served_or_why_not() -> None:
