@@ -148,6 +148,16 @@ class KubeWriter:
             self._call, "PATCH", path, {"status": status}, "application/merge-patch+json"
         )
 
+    async def post_event(self, body: dict[str, Any]) -> None:
+        """Create an Event (events.event_body); a name already taken means it was posted."""
+        path = object_path(kinds.EVENT.kind, body["metadata"]["namespace"])
+        try:
+            await asyncio.to_thread(self._call, "POST", path, body, "application/json",
+                                    [("fieldManager", contract.FIELD_MANAGER)])
+        except ApiError as exc:
+            if exc.status != HTTPStatus.CONFLICT:
+                raise
+
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         """Delete a child we no longer want (its dependents go in the background); absent is fine."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}

@@ -25,11 +25,12 @@ from inferkube.api import contract
 from inferkube.operator import kinds
 from inferkube.operator.apply import KubeWriter
 from inferkube.operator.scheduler import Reconciler
-from inferkube.operator.settings import load_settings
+from inferkube.operator.settings import load_settings, settings_configmap
 from inferkube.operator.world import World
 
 log = logging.getLogger("inferkube.operator")
 MANAGED = {contract.LABEL_MANAGED_BY: contract.MANAGED_BY}
+_CM = kinds.CONFIG_MAP
 
 
 def _api_client() -> kubernetes.client.ApiClient:
@@ -52,18 +53,22 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Load the operator settings once, tune kopf, start the resync loop."""
+    """Load the operator settings (the mounted file), tune kopf, start the resync loop."""
     config = os.environ.get("INFERKUBE_OPERATOR_CONFIG")
     ours = load_settings(Path(config) if config else None)
     settings.peering.standalone = True          # one replica with the Recreate strategy (docs/operator.md)
-    settings.posting.level = logging.WARNING     # Events only for problems users must act on
+    settings.posting.enabled = False             # our Events name the operator and the action (events.py)
+    # The settings ConfigMap is the only ConfigMap watched: filtered by the API server, not here.
+    namespace, name = settings_configmap()
+    only = f"metadata.name={name}" + (f",metadata.namespace={namespace}" if namespace else "")
+    settings.watching.field_selectors[_CM.group, _CM.version, _CM.plural] = only
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
     settings.queueing.error_delays = [1, 2, 5, 10, 30]
     memo.world = World()
     memo.reconciler = Reconciler(memo.world, ours, KubeWriter(_api_client()))
     memo.reconciler.hold_until_settled(ours.startup_settle_seconds)
-    memo.resync = asyncio.create_task(memo.reconciler.resync_forever(ours.resync_interval_seconds))
+    memo.resync = asyncio.create_task(memo.reconciler.resync_forever())
 
 
 @kopf.on.cleanup()
@@ -103,3 +108,15 @@ async def optional_api_event(event: kopf.RawEvent, name: str, body: kopf.Body, m
     """The Prometheus Operator or KEDA CRD appeared or went away: reconcile everything."""
     if memo.world.observe_crd(event.get("type"), name, dict(body)):
         memo.reconciler.schedule_all()
+
+
+def _is_settings(name: str, namespace: str | None, **_: Any) -> bool:
+    """The operator's own settings ConfigMap (the API server already filters; this guards a wider watch)."""
+    want_namespace, want_name = settings_configmap()
+    return name == want_name and (want_namespace is None or namespace == want_namespace)
+
+
+@kopf.on.event(_CM.group, _CM.version, _CM.plural, when=_is_settings)
+async def settings_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The settings ConfigMap changed: new settings apply without a restart (docs/operator.md)."""
+    await memo.reconciler.settings_changed(event.get("type"), dict(body))

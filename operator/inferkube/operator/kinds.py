@@ -63,9 +63,15 @@ INFERENCE_SERVICE = Kind(contract.KIND, contract.GROUP, contract.VERSION, contra
 CUSTOM_RESOURCE_DEFINITION = Kind("CustomResourceDefinition", "apiextensions.k8s.io", "v1",
                                   "customresourcedefinitions", watched=False)
 
+# The operator's own settings: one ConfigMap, watched by name (handlers.py), never written.
+CONFIG_MAP = Kind("ConfigMap", "", "v1", "configmaps", watched=False)
+# Only created (scheduler.py posts Warnings about InferenceServices and the settings ConfigMap).
+EVENT = Kind("Event", "", "v1", "events", watched=False)
+
 KINDS: dict[str, Kind] = {k.kind: k for k in (
     DEPLOYMENT, SERVICE, PERSISTENT_VOLUME_CLAIM, POD_DISRUPTION_BUDGET, HORIZONTAL_POD_AUTOSCALER,
     SCALED_OBJECT, SERVICE_MONITOR, PROMETHEUS_RULE, JOB, POD, INFERENCE_SERVICE, CUSTOM_RESOURCE_DEFINITION,
+    CONFIG_MAP, EVENT,
 )}
 WATCHED: tuple[Kind, ...] = tuple(k for k in KINDS.values() if k.watched)
 PRUNABLE: tuple[Kind, ...] = tuple(k for k in KINDS.values() if k.prunable)

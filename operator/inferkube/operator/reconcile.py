@@ -16,7 +16,7 @@ from kubernetes.utils import parse_quantity
 
 from inferkube.api import contract
 from inferkube.api.status import InferenceServiceStatus
-from inferkube.operator import kinds, names
+from inferkube.operator import events, kinds, names
 from inferkube.operator.apply import KubeWriter, OwnerRef, PermanentApiError, adopt
 from inferkube.operator.inputs import SpecError
 from inferkube.operator.parse import parse_service
@@ -98,6 +98,29 @@ class Refusal:
     message: str
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Something users must act on, for the one Warning Event: reason, message, what the operator was doing."""
+
+    reason: str
+    message: str
+    action: str
+
+
+def problem_of(status: InferenceServiceStatus, refused: Refusal | None) -> Problem | None:
+    """The problem a status reports (its Degraded condition), with the action it came from; None when healthy."""
+    degraded = next((c for c in status.conditions if c.type == "Degraded" and c.status == "True"), None)
+    if degraded is None:
+        return None
+    if refused is not None:
+        action = events.ACTION_APPLY if refused.reason == APPLY_REJECTED else events.ACTION_RECONCILE
+    elif status.cache is not None and status.cache.phase == "Failed":
+        action = events.ACTION_DOWNLOAD
+    else:
+        action = events.ACTION_RECONCILE
+    return Problem(degraded.reason, degraded.message, action)
+
+
 @dataclass
 class Outcome:
     """What one reconcile did (the scheduler, the tests and the benchmark read it)."""
@@ -107,6 +130,7 @@ class Outcome:
     status_written: bool = False
     requeue_after: float | None = None  # seconds until progress should be read again
     refused: Refusal | None = None      # set when the spec or a child was refused (a status says so)
+    problem: Problem | None = None      # what the written status says is wrong (Degraded=True), refusals included
 
 
 def _now() -> str:
@@ -230,5 +254,6 @@ async def reconcile(
         status = _refuse(outcome, body, INVALID_SPEC, str(exc))
     except PermanentApiError as exc:
         status = _refuse(outcome, body, APPLY_REJECTED, f"the API server rejected a child: {exc}"[:1000])
+    outcome.problem = problem_of(status, outcome.refused)
     outcome.status_written = await write_status(body, status, writer, remember)
     return outcome

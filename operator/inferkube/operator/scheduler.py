@@ -8,19 +8,20 @@ bug: logged with its traceback, counted apart, and retried the same way.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from dataclasses import dataclass
-from typing import Any, cast
-
-import kopf
+from typing import Any
 
 from inferkube.api import contract
 from inferkube.operator.apply import ApiError, KubeWriter
-from inferkube.operator.reconcile import Refusal, reconcile
-from inferkube.operator.settings import OperatorSettings
+from inferkube.operator.events import ACTION_LOAD_SETTINGS, event_body, reporting_instance
+from inferkube.operator.reconcile import Problem, reconcile
+from inferkube.operator.settings import OperatorSettings, SettingsError, settings_from_configmap
 from inferkube.operator.world import Key, World
 
 log = logging.getLogger("inferkube.operator")
+INVALID_SETTINGS = "InvalidSettings"  # the Event reason when the settings ConfigMap cannot be used
 
 
 @dataclass
@@ -39,14 +40,17 @@ class Stats:
 class Reconciler:
     """Runs at most one reconcile per InferenceService at a time; events during a run coalesce into one rerun."""
 
-    def __init__(self, world: World, settings: OperatorSettings, writer: KubeWriter) -> None:
+    def __init__(self, world: World, settings: OperatorSettings, writer: KubeWriter,
+                 instance: str | None = None) -> None:
         self.world = world
         self.settings = settings
         self.writer = writer
+        self.instance = instance or reporting_instance()  # the Events' reportingInstance
         self.stats = Stats()
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._dirty: set[Key] = set()
-        self._invalid: dict[Key, tuple[Any, str]] = {}
+        self._warned: dict[Key, set[tuple[Any, str]]] = {}  # (generation, reason) posted per service
+        self._settings_problem: str | None = None  # the invalid settings ConfigMap's problem, once posted
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._ready_at = 0.0
 
@@ -77,11 +81,38 @@ class Reconciler:
         for key in list(self.world.services):
             self.schedule(key)
 
-    async def resync_forever(self, interval: float) -> None:
-        """Periodic level-based resync: catches anything the watches missed."""
+    async def resync_forever(self) -> None:
+        """Periodic level-based resync: catches anything the watches missed (the period is read each round,
+        so a settings reload changes it)."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.settings.resync_interval_seconds)
             self.schedule_all()
+
+    async def settings_changed(self, event_type: str | None, configmap: dict[str, Any]) -> bool:
+        """The settings ConfigMap changed: valid new settings take effect and every InferenceService is
+        reconciled with them; invalid ones (or a deleted ConfigMap) keep the settings in use, and say why
+        in the log and in one Warning Event on the ConfigMap. True when the settings changed."""
+        meta = configmap.get("metadata") or {}
+        where = f"{meta.get('namespace')}/{meta.get('name')}"
+        if event_type == "DELETED":
+            log.warning("settings ConfigMap %s was deleted; keeping the settings in use", where)
+            return False
+        try:
+            new = settings_from_configmap(configmap)
+        except SettingsError as exc:
+            log.error("%s; keeping the settings in use", exc)
+            if self._settings_problem != str(exc):
+                self._settings_problem = str(exc)
+                await self.post_warning(configmap, INVALID_SETTINGS, f"{exc}; the operator keeps the settings in use",
+                                        ACTION_LOAD_SETTINGS)
+            return False
+        self._settings_problem = None
+        if new == self.settings:
+            return False
+        self.settings = new
+        log.info("settings reloaded from ConfigMap %s; reconciling every InferenceService", where)
+        self.schedule_all()
+        return True
 
     async def close(self) -> None:
         """Cancel running reconciles."""
@@ -124,30 +155,45 @@ class Reconciler:
             log.error("reconcile %s/%s failed unexpectedly (a bug); retrying in %.1fs", *key, delay, exc_info=exc)
 
     async def _once(self, key: Key, body: dict[str, Any]) -> None:
-        """One reconcile; a refused spec or child gets one Event per generation and message, not retries."""
+        """One reconcile; a problem gets one Warning Event per generation and reason; a refusal is not retried."""
         self.stats.reconciles += 1
         outcome = await reconcile(body, self.world.children_of(key), set(self.world.apis), self.settings,
                                   self.writer, self._remember)
         self.stats.status_writes += int(outcome.status_written)
         self.stats.applies += len(outcome.applied) + len(outcome.deleted)
+        if outcome.problem is None:
+            self._warned.pop(key, None)  # healthy again: the next problem is news
+        else:
+            await self._warn_once(key, body, outcome.problem)
         if outcome.refused is not None:
-            self._warn_once(key, body, outcome.refused)
             return
-        self._invalid.pop(key, None)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
         if outcome.requeue_after is not None:
             self._timers[key] = asyncio.get_running_loop().call_later(outcome.requeue_after, self.schedule, key)
 
-    def _warn_once(self, key: Key, body: dict[str, Any], refused: Refusal) -> None:
-        """One log line and one Warning Event per (generation, message): no retry storm, no Event storm."""
-        generation = body["metadata"].get("generation")
-        if self._invalid.get(key) != (generation, refused.message):
-            self._invalid[key] = (generation, refused.message)
-            log.error("InferenceService %s/%s: %s: %s", *key, refused.reason, refused.message)
-            kopf.event(kopf.Body(cast(kopf.RawBody, body)), type="Warning", reason=refused.reason,
-                       message=refused.message)
+    async def _warn_once(self, key: Key, body: dict[str, Any], problem: Problem) -> None:
+        """One log line and one Warning Event per (generation, reason): no Event per resync or restart count."""
+        seen = self._warned.setdefault(key, set())
+        mark = (body["metadata"].get("generation"), problem.reason)
+        if mark in seen:
+            return
+        seen.add(mark)
+        log.warning("InferenceService %s/%s: %s: %s", *key, problem.reason, problem.message)
+        if not await self.post_warning(body, problem.reason, problem.message, problem.action):
+            seen.discard(mark)  # try again on the next reconcile
+
+    async def post_warning(self, involved: dict[str, Any], reason: str, message: str, action: str) -> bool:
+        """Post a Warning Event about involved, reported by this operator pod; False when the API refused it."""
+        body = event_body(involved, "Warning", reason, message, action, self.instance,
+                          datetime.datetime.now(datetime.UTC))
+        try:
+            await self.writer.post_event(body)
+        except ApiError as exc:
+            log.warning("could not post the %s Event about %s: %s", reason, involved["metadata"]["name"], exc)
+            return False
+        return True
 
     def _remember(self, written: dict[str, Any]) -> None:
         """Feed our own write's response into the world, so the next reconcile does not write it again."""

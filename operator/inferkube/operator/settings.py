@@ -1,11 +1,13 @@
 """The operator's own settings: images, accelerator profiles, cluster facts.
 
 One pydantic-settings object, read from ``INFERKUBE_OPERATOR_*`` environment variables and an optional
-YAML file (the ConfigMap mounted by ``manifests/operator``); built at start-up, never at import.
+YAML file (the ConfigMap mounted by ``manifests/operator``); built at start-up, never at import, and
+rebuilt from the ConfigMap itself whenever it changes (``settings_from_configmap``; the operator watches it).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,21 +98,59 @@ class SettingsError(ValueError):
     """The operator's settings file cannot be used."""
 
 
+SETTINGS_KEY = "settings.yaml"  # the ConfigMap's data key; mounted as /etc/inferkube/settings.yaml
+CONFIGMAP_ENV = "INFERKUBE_OPERATOR_SETTINGS_CONFIGMAP"  # the ConfigMap's name
+NAMESPACE_ENV = "POD_NAMESPACE"  # the operator's namespace (downward API), where the ConfigMap lives
+DEFAULT_CONFIGMAP = "inferkube-operator-settings"
+
+
+def settings_configmap() -> tuple[str | None, str]:
+    """(namespace, name) of the settings ConfigMap the operator watches (namespace None: any)."""
+    return os.environ.get(NAMESPACE_ENV) or None, os.environ.get(CONFIGMAP_ENV) or DEFAULT_CONFIGMAP
+
+
+def settings_from_text(text: str, origin: str) -> OperatorSettings:
+    """Build the settings from environment variables, overlaid by a settings YAML text (origin names it)."""
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"cannot read operator settings {origin}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"operator settings {origin} must be a YAML mapping")
+    try:
+        return OperatorSettings(**{_snake(key): value for key, value in loaded.items()})
+    except ValidationError as exc:
+        # the top-level field as the file spells it (camelCase); below it, profile names and their aliases as given
+        problems = "; ".join(_where(e["loc"]) + f": {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"invalid operator settings {origin}: {problems}") from exc
+
+
 def load_settings(path: Path | None = None) -> OperatorSettings:
     """Build the settings from environment variables, overlaid by a YAML file when given."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise SettingsError(f"cannot read operator settings {path}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise SettingsError(f"operator settings {path} must be a YAML mapping")
-        data = {_snake(key): value for key, value in loaded.items()}
+    if path is None:
+        return settings_from_text("", "(environment)")
     try:
-        return OperatorSettings(**data)
-    except ValidationError as exc:
-        raise SettingsError(f"invalid operator settings: {exc}") from exc
+        text = path.read_text()
+    except OSError as exc:
+        raise SettingsError(f"cannot read operator settings {path}: {exc}") from exc
+    return settings_from_text(text, str(path))
+
+
+def settings_from_configmap(body: dict[str, Any]) -> OperatorSettings:
+    """The settings a ConfigMap holds under SETTINGS_KEY (environment variables underneath, as at start-up)."""
+    meta = body.get("metadata") or {}
+    origin = f"ConfigMap {meta.get('namespace')}/{meta.get('name')}"
+    text = (body.get("data") or {}).get(SETTINGS_KEY)
+    if text is None:
+        raise SettingsError(f"{origin} has no key {SETTINGS_KEY}")
+    return settings_from_text(text, origin)
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A settings error's location as the file spells it: the top-level key in camelCase, then the keys below."""
+    if not loc:
+        return "settings"
+    return ".".join([to_camel(str(loc[0])), *map(str, loc[1:])])
 
 
 def _snake(name: str) -> str:

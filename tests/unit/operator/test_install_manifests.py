@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from inferkube.operator import kinds
+from inferkube.operator import events, kinds, settings
 from inferkube.operator.crd import KUSTOMIZATION_FILENAME, render_kustomization_yaml
 from inferkube.operator.settings import OperatorSettings, load_settings
 from tests.schemas import NEWEST_K8S, OLDEST_K8S, validate_k8s
@@ -107,3 +107,20 @@ def test_settings_configmap_is_what_the_operator_loads(tmp_path: Path) -> None:
     path = tmp_path / "settings.yaml"
     path.write_text(text)
     assert load_settings(path) == OperatorSettings()
+
+
+def test_the_operator_may_watch_its_settings_configmap_and_nothing_else() -> None:
+    rules = one("ClusterRole")["rules"]
+    configmap = one("ConfigMap")["metadata"]["name"]
+    [rule] = [r for r in rules if "configmaps" in r["resources"]]
+    assert (rule["apiGroups"], rule["verbs"], rule["resourceNames"]) == ([""], ["list", "watch"], [configmap])
+    env = {e["name"]: e for e in one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env[settings.CONFIGMAP_ENV]["value"] == configmap == settings.DEFAULT_CONFIGMAP
+    assert env[settings.NAMESPACE_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert one("ConfigMap")["metadata"]["namespace"] == one("Deployment")["metadata"]["namespace"]
+    assert _allowed(rules, "", kinds.EVENT.plural) == {"create"}
+
+
+def test_events_name_the_operator_pod() -> None:
+    env = {e["name"]: e for e in one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env[events.POD_NAME_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
