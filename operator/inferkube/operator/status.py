@@ -225,8 +225,10 @@ def available(f: Facts) -> Condition:
         return f.condition("Available", False, "NoDeployment", "the Deployment is created once the model is cached")
     theirs = f.deployment_condition("Available")
     ok = (theirs or {}).get("status") == "True" and (f.ready_replicas > 0 or f.desired_replicas == 0)
-    return f.condition("Available", ok, (theirs or {}).get("reason", "Unknown") if theirs else "Pending",
-                       (theirs or {}).get("message", ""))
+    counted = f"{f.ready_replicas}/{f.desired_replicas} replicas ready"
+    if theirs is None:
+        return f.condition("Available", False, "Pending", f"the Deployment controller has not reported yet; {counted}")
+    return f.condition("Available", ok, theirs.get("reason") or "Unknown", theirs.get("message") or counted)
 
 
 def progressing(f: Facts) -> Condition:
@@ -274,7 +276,8 @@ def monitoring_ready(f: Facts) -> Condition:
         return f.condition("MonitoringReady", False, "PrometheusOperatorMissing",
                            "monitoring.coreos.com/v1 ServiceMonitor is not served; /metrics is still exposed")
     exists = f.children.get(kinds.SERVICE_MONITOR.kind, f.meta.name) is not None
-    return f.condition("MonitoringReady", exists, "ServiceMonitorCreated" if exists else "Creating")
+    return f.condition("MonitoringReady", exists, "ServiceMonitorCreated" if exists else "Creating",
+                       f"ServiceMonitor {f.meta.name} " + ("exists" if exists else "is being created"))
 
 
 def autoscaler_ready(f: Facts) -> Condition | None:
@@ -286,7 +289,8 @@ def autoscaler_ready(f: Facts) -> Condition | None:
     if not hpa and not f.observed.keda_api:
         return f.condition("AutoscalerReady", False, "KedaMissing", "keda.sh/v1alpha1 ScaledObject is not served")
     exists = f.children.get(kind, f.meta.name) is not None
-    return f.condition("AutoscalerReady", exists, f"{kind}Created" if exists else "Pending")
+    return f.condition("AutoscalerReady", exists, f"{kind}Created" if exists else "Pending",
+                       f"{kind} {f.meta.name} " + ("exists" if exists else "is being created"))
 
 
 # Every condition but Ready, in the order status lists them (Ready, derived from the phase, goes first).

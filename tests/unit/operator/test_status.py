@@ -10,6 +10,7 @@ from inferkube.operator.parse import parse_spec
 from inferkube.operator.settings import OperatorSettings
 from inferkube.operator.status import (
     APPLY_REJECTED,
+    CONDITIONS,
     INVALID_SPEC,
     PHASES,
     Facts,
@@ -329,6 +330,9 @@ def test_every_row_of_the_phase_table_is_reachable() -> None:
         "scaled to zero": ("Ready", "scaled to zero"),
         "pods not ready": ("Scheduling", "waiting for pods"),
     }
+    for name, f in cases.items():
+        empty = [c.type for c in (rule(f) for rule in CONDITIONS) if c is not None and not c.message]
+        assert empty == [], f"{name}: every condition says why"
     serving_with_problem = facts(job("Complete"), deployment(2, [*AVAILABLE, *quota]))
     assert phase_of(serving_with_problem, degraded(serving_with_problem)) == ("Degraded", "2/2 replicas ready")
     new_revision_failed = facts(job("Failed"), deployment(2, AVAILABLE))
