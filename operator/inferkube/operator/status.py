@@ -23,7 +23,7 @@ from inferkube.api.spec import InferenceServiceSpec
 from inferkube.api.status import CacheStatus, Condition, ConditionStatus, InferenceServiceStatus, Phase
 from inferkube.operator import kinds, names
 from inferkube.operator.inputs import Observed, ServiceMeta
-from inferkube.operator.pods import UNSCHEDULABLE, PodProblem, download_pods, first_problem, runtime_pods
+from inferkube.operator.pods import PodProblem, download_pods, first_problem, runtime_pods
 from inferkube.operator.settings import OperatorSettings
 from inferkube.operator.world import Children, condition_of, download_job, job_state, serving_cache_key
 
@@ -247,7 +247,7 @@ def progressing(f: Facts) -> Condition:
 
 def degraded(f: Facts) -> Condition:
     """Degraded: something the user must look at, named (failed download, a pod that cannot run, quota,
-    stuck rollout, no node fits)."""
+    stuck rollout)."""
     if f.cache.phase == "Failed":
         if f.download_problem is not None and f.download_problem.is_start_failure:
             return f.condition("Degraded", True, f.download_problem.reason, f.download_problem.message)
@@ -263,8 +263,9 @@ def degraded(f: Facts) -> Condition:
         return f.condition("Degraded", True, "ProgressDeadlineExceeded",
                            (f.deployment_condition("Progressing") or {}).get("message") or
                            "the rollout ran past progressDeadlineSeconds")
-    if problem is not None:  # unschedulable: named, though a node may still come
-        return f.condition("Degraded", True, problem.reason, problem.message)
+    # An unschedulable pod is not Degraded (a node may still come, e.g. from a cluster autoscaler; Argo CD's
+    # own checks call a Pending pod Progressing): Ready and the Scheduling phase name it, and the Deployment's
+    # progress deadline turns it into ProgressDeadlineExceeded above.
     return f.condition("Degraded", False, "AsExpected", "no problem observed")
 
 
@@ -332,8 +333,6 @@ def _serving_phase(f: Facts, degraded: Condition) -> tuple[Phase, str]:
 PHASES: tuple[PhaseRule, ...] = (
     PhaseRule("download failed", lambda f, d: f.cache.phase == "Failed" and not f.serving,
               lambda f, d: ("Failed", f.cache.message or "download failed")),
-    PhaseRule("no node fits", lambda f, d: d.reason == UNSCHEDULABLE and not f.serving,
-              lambda f, d: ("Scheduling", d.message)),
     PhaseRule("degraded and not serving", lambda f, d: d.status == "True" and not f.serving,
               lambda f, d: ("Failed", f"{d.reason}: {d.message}")),
     PhaseRule("downloading", lambda f, d: f.cache.phase in ("Pending", "Downloading") and f.deployment is None,
@@ -359,7 +358,11 @@ def ready(f: Facts, degraded: Condition, phase: Phase, detail: str) -> Condition
     if f.serving or (f.deployment is not None and f.desired_replicas == 0):
         return f.condition("Ready", True, "Ready", f"{f.ready_replicas}/{f.replicas} replicas ready; "
                                                    f"serving {names.served_model_name(f.spec, f.meta)}")
-    return f.condition("Ready", False, degraded.reason if degraded.status == "True" else phase, detail)
+    if degraded.status == "True":
+        return f.condition("Ready", False, degraded.reason, detail)
+    if f.runtime_problem is not None:  # waiting for a node: named, not Degraded
+        return f.condition("Ready", False, f.runtime_problem.reason, f.runtime_problem.message)
+    return f.condition("Ready", False, phase, detail)
 
 
 def compute_status(

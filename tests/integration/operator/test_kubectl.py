@@ -138,9 +138,21 @@ def argocd_health(kubectl: Kubectl, name: str) -> dict[str, str]:
     return run_health(kubectl.json(f"inferenceservice/{name}"))
 
 
-# Failure cases (issue 9: missing Secret, CrashLoopBackOff, half-done rollout) belong below the tests here:
-# build them from serve_until_ready / play_pod (container states) / play_rollout(ready, updated), and read
-# the result back with kubectl.jsonpath("inferenceservice/NAME", "{.status...}") and argocd_health().
+def play_download_pod(kubectl: Kubectl, service: str, pod: str, status: dict[str, Any]) -> None:
+    """Play the Job controller and kubelet: the service's download Job is active with one pod in this status."""
+    job = wait_for(lambda: kubectl.jsonpath(f"jobs -l {contract.LABEL_ISVC}={service}", "{.items[*].metadata.name}"))
+    labels = {**json.loads(kubectl.jsonpath(f"job/{job}", "{.spec.template.metadata.labels}")), "job-name": job}
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": NS, "labels": labels},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "download", "image": "runtime"}]}}
+    kubectl("apply", "-f", "-", stdin=json.dumps(body))
+    kubectl("patch", "-n", NS, "job", job, "--subresource=status", "--type=merge", "-p",
+            json.dumps({"status": {"active": 1, "startTime": "2026-01-01T00:00:00Z"}}))
+    kubectl("patch", "-n", NS, "pod", pod, "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}))
+
+
+def condition_field(kubectl: Kubectl, service: str, ctype: str, field: str) -> str:
+    """One field of one status condition, as a runbook reads it with kubectl's jsonpath."""
+    return kubectl.jsonpath(f"infsvc/{service}", f'{{.status.conditions[?(@.type=="{ctype}")].{field}}}')
 
 
 # ---------------------------------------------------------------- the tests
@@ -262,3 +274,71 @@ def test_quickstart_imperative_commands(cluster: tuple[KubeEmulator, Kubectl]) -
     assert kubectl.jsonpath("secret/hf-token", "{.type}", namespace="quickstart") == "Opaque"
     kubectl("apply", "-f", "-", stdin=example("by-category"))
     assert "by-category" in kubectl("get", "-n", NS, "inferkube").stdout, "the CRD's category lists it"
+
+
+# ---------------------------------------------------------------- failures named in status (issue 9)
+
+
+def test_a_missing_secret_is_named_and_clears_once_the_secret_exists(cluster: tuple[KubeEmulator, Kubectl]) -> None:
+    _, kubectl = cluster
+    kubectl("apply", "-f", "-", stdin=example("no-secret"))
+    message = 'secret "hf-token" not found'
+    play_download_pod(kubectl, "no-secret", "no-secret-dl-x1", {"phase": "Pending", "containerStatuses": [
+        {"name": "download", "ready": False, "restartCount": 0, "image": "runtime", "imageID": "",
+         "state": {"waiting": {"reason": "CreateContainerConfigError", "message": message}}}]})
+    wait_for(lambda: condition_field(kubectl, "no-secret", "ModelCached", "reason") == "CreateContainerConfigError",
+             timeout=20)
+    assert message in condition_field(kubectl, "no-secret", "ModelCached", "message")
+    assert condition_field(kubectl, "no-secret", "Degraded", "status") == "True"
+    assert kubectl.jsonpath("infsvc/no-secret", "{.status.phase}") == "Failed"
+    health = argocd_health(kubectl, "no-secret")
+    assert health["status"] == "Degraded" and message in health["message"]
+    events = wait_for(lambda: kubectl("get", "-n", NS, "events", "--field-selector",
+                                      "involvedObject.name=no-secret,type=Warning", "-o", "json").stdout, timeout=20)
+    [event] = [e for e in json.loads(events)["items"] if e["reason"] == "CreateContainerConfigError"]
+    assert (event["reportingComponent"], event["action"]) == ("inferkube-operator", "Download")
+    # the user creates the Secret (as the README says); the container starts and the status recovers
+    kubectl("-n", NS, "create", "secret", "generic", "hf-token", "--from-literal=token=hf_xxx")
+    kubectl("patch", "-n", NS, "pod", "no-secret-dl-x1", "--subresource=status", "--type=merge", "-p", json.dumps(
+        {"status": {"phase": "Running", "containerStatuses": [
+            {"name": "download", "ready": True, "restartCount": 0, "image": "runtime", "imageID": "",
+             "state": {"running": {"startedAt": "2026-01-01T00:00:05Z"}}}]}}))
+    wait_for(lambda: kubectl.jsonpath("infsvc/no-secret", "{.status.phase}") == "CachingModel", timeout=20)
+    assert condition_field(kubectl, "no-secret", "Degraded", "status") == "False"
+    assert argocd_health(kubectl, "no-secret")["status"] == "Progressing"
+
+
+def test_a_crash_loop_is_named_with_its_restarts(cluster: tuple[KubeEmulator, Kubectl]) -> None:
+    _, kubectl = cluster
+    kubectl("apply", "-f", "-", stdin=example("crashing"))
+    play_job_complete(kubectl, "crashing")
+    wait_for(lambda: kubectl("get", "-n", NS, "deployment", "crashing", check=False).returncode == 0, timeout=20)
+    play_pod(kubectl, "crashing", "crashing-7f9c-a1", {"phase": "Running", "containerStatuses": [
+        {"name": "runtime", "ready": False, "restartCount": 7, "image": "runtime", "imageID": "",
+         "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting failed container"}},
+         "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "ValueError: bad --dtype"}}}]})
+    wait_for(lambda: condition_field(kubectl, "crashing", "Degraded", "reason") == "CrashLoopBackOff", timeout=20)
+    message = condition_field(kubectl, "crashing", "Degraded", "message")
+    assert "restarted 7 times" in message and "ValueError: bad --dtype" in message
+    assert kubectl.jsonpath("infsvc/crashing", "{.status.phase}") == "Failed"
+    assert condition_field(kubectl, "crashing", "Ready", "reason") == "CrashLoopBackOff"
+    assert argocd_health(kubectl, "crashing")["status"] == "Degraded"
+
+
+def test_a_half_done_rollout_is_progressing_but_still_ready(cluster: tuple[KubeEmulator, Kubectl]) -> None:
+    _, kubectl = cluster
+    serve_until_ready(kubectl, "rolling", replicas=2)
+    assert argocd_health(kubectl, "rolling")["status"] == "Healthy"
+    kubectl("patch", "-n", NS, "infsvc", "rolling", "--type=merge", "-p", json.dumps(
+        {"spec": {"runtime": {"maxModelLen": 4096}}}))
+    wait_for(lambda: kubectl.jsonpath("deployment/rolling", "{.metadata.generation}") != "1", timeout=20)
+    play_rollout(kubectl, "rolling", ready=2, updated=1)
+    wait_for(lambda: kubectl.jsonpath("infsvc/rolling", "{.status.phase}") == "RollingOut", timeout=20)
+    assert kubectl.jsonpath("infsvc/rolling", "{.status.phaseDetail}") == "1/2 updated"
+    assert (condition_field(kubectl, "rolling", "Progressing", "status"),
+            condition_field(kubectl, "rolling", "Progressing", "reason")) == ("True", "RollingOut")
+    kubectl("wait", "-n", NS, "--for=condition=Ready", "infsvc/rolling", "--timeout=5s")  # still serving
+    assert argocd_health(kubectl, "rolling") == {"status": "Progressing", "message": "Rolling out: 1/2 updated"}
+    play_rollout(kubectl, "rolling", ready=2)
+    wait_for(lambda: kubectl.jsonpath("infsvc/rolling", "{.status.phase}") == "Ready", timeout=20)
+    assert argocd_health(kubectl, "rolling")["status"] == "Healthy"
