@@ -4,7 +4,8 @@ Design (see docs/operator.md): every watched object (InferenceServices, their ch
 the optional CRDs) updates an in-memory ``World``; any change schedules a coalesced, level-based
 reconcile of the InferenceService it belongs to. Drift (a deleted child, an edited field) is seen
 through the watch within milliseconds, and a periodic resync catches anything missed. Steady state
-reads nothing and writes nothing: desired children are compared with the watched copies.
+reads nothing and writes nothing: desired children are compared with the watched copies. The
+operator's own settings ConfigMap is watched too: an edit takes effect without a restart.
 
 kopf's change handlers (on.create/update) are not used on purpose: they persist progress annotations
 on the user's object (extra writes on an object Argo CD owns) and do not react to child drift.
