@@ -215,8 +215,9 @@ def model_cached(f: Facts) -> Condition:
             return f.condition("ModelCached", False, f.download_problem.reason, f.download_problem.message)
         return f.condition("ModelCached", False, "DownloadFailed", cache.message or "download Job failed")
     pct = _percent(cache)
+    waiting = f"; waiting: {f.download_problem.message}" if f.download_problem is not None else ""  # e.g. no node
     return f.condition("ModelCached", False, "Downloading" if cache.phase == "Downloading" else "DownloadPending",
-                       f"downloading {f.spec.model.source}" + (f" ({pct})" if pct else ""))
+                       f"downloading {f.spec.model.source}" + (f" ({pct})" if pct else "") + waiting)
 
 
 def available(f: Facts) -> Condition:

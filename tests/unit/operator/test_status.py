@@ -234,6 +234,14 @@ def test_a_download_pod_that_cannot_start_fails_the_cache_step_now() -> None:
     started = download_pod({"name": "download", "restartCount": 0, "state": {"running": {}}})
     recovered = status_of(job("Active"), started)
     assert recovered["phase"] == "CachingModel" and cond(recovered, "Degraded")["status"] == "False"
+    # a download pod waiting for a node is not a failure, but ModelCached says what it waits for
+    unplaced = download_pod()
+    unplaced["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                         "message": "0/3 nodes are available: 3 Insufficient memory."}]
+    waiting_for_node = status_of(job("Active"), unplaced)
+    assert waiting_for_node["phase"] == "CachingModel" and cond(waiting_for_node, "Degraded")["status"] == "False"
+    assert cond(waiting_for_node, "ModelCached")["message"] == (
+        "downloading hf://o/m; waiting: pod m-dl-x: 0/3 nodes are available: 3 Insufficient memory.")
 
 
 def test_a_crash_looping_runtime_pod_is_degraded_with_restarts_and_last_message() -> None:
