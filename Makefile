@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.inferkube-installed
 PORT ?= 8000
 
-.PHONY: demo test venv redis lint bench crd
+.PHONY: demo test venv redis prometheus lint bench crd monitoring
 
 venv: $(STAMP)
 
@@ -28,7 +28,14 @@ redis:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
-test: venv redis
+# The monitoring tests run Debian's Prometheus (and promtool) on 127.0.0.1; install it if missing
+# (no systemd here, so the package starts nothing by itself).
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus >/dev/null; }
+
+test: venv redis prometheus
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: venv
@@ -44,7 +51,11 @@ lint: venv
 crd: venv
 	$(VENV)/bin/inferkube crd -o crds
 
+monitoring: venv
+	$(VENV)/bin/inferkube monitoring -o manifests/monitoring
+
 bench: venv
 	$(PY) benchmarks/runtime_vs_vllm.py
 	$(PY) benchmarks/operator_reconcile.py
 	$(PY) benchmarks/cache_warm_vs_cold.py
+	$(PY) benchmarks/autoscaling.py

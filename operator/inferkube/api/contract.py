@@ -76,3 +76,14 @@ METRIC_PROMPT_TOKENS_TOTAL = "inferkube_prompt_tokens_total"        # counter
 METRIC_COMPLETION_TOKENS_TOTAL = "inferkube_completion_tokens_total"  # counter
 METRIC_CLIENT_DISCONNECTS_TOTAL = "inferkube_client_disconnects_total"  # counter
 METRIC_RATELIMIT_BACKEND_ERRORS_TOTAL = "inferkube_ratelimit_backend_errors_total"  # counter
+
+# --- NVIDIA DCGM exporter series (read, not exported, by inferkube) ----------------------------
+# dcgm-exporter in Kubernetes mode labels each GPU's series with the `pod`/`namespace` using it;
+# scraped with honorLabels those labels join GPU series to the serving pods.
+METRIC_DCGM_GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"      # gauge, percent 0..100, one series per GPU
+METRIC_DCGM_FB_USED = "DCGM_FI_DEV_FB_USED"        # gauge, MiB of framebuffer memory in use
+METRIC_DCGM_FB_FREE = "DCGM_FI_DEV_FB_FREE"        # gauge, MiB free
+METRIC_DCGM_GPU_TEMP = "DCGM_FI_DEV_GPU_TEMP"      # gauge, degrees Celsius
+# Kubernetes' own replica series (kube-state-metrics, part of kube-prometheus-stack).
+METRIC_KSM_HPA_DESIRED = "kube_horizontalpodautoscaler_status_desired_replicas"
+METRIC_KSM_DEPLOYMENT_READY = "kube_deployment_status_replicas_ready"

@@ -211,7 +211,7 @@ class ScalingBehavior(ApiModel):
 
 
 class AutoscalingSpec(ApiModel):
-    """Scale replicas on the runtime's own metrics (queue depth, KV-cache use)."""
+    """Scale replicas on the runtime's own metrics (queue depth, KV-cache use, requests in flight) or GPU use."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -222,8 +222,14 @@ class AutoscalingSpec(ApiModel):
                     "fieldPath": ".minReplicas",
                 },
                 {
-                    "rule": "has(self.targetQueueDepth) || has(self.targetKvCacheUsage)",
-                    "message": "autoscaling needs at least one target: targetQueueDepth or targetKvCacheUsage",
+                    "rule": (
+                        "has(self.targetQueueDepth) || has(self.targetKvCacheUsage) || "
+                        "has(self.targetRequestsInFlight) || has(self.targetGpuUtilization)"
+                    ),
+                    "message": (
+                        "autoscaling needs at least one target: targetQueueDepth, targetKvCacheUsage, "
+                        "targetRequestsInFlight or targetGpuUtilization"
+                    ),
                 },
             ]
         }
@@ -232,20 +238,56 @@ class AutoscalingSpec(ApiModel):
     engine: Literal["hpa", "keda"] = Field(
         default="hpa",
         description=(
-            "hpa: an autoscaling/v2 HorizontalPodAutoscaler on Pods metrics (needs a metrics adapter "
-            "such as prometheus-adapter). keda: a KEDA ScaledObject querying Prometheus. Default: hpa."
+            "hpa: an autoscaling/v2 HorizontalPodAutoscaler on Pods metrics (needs a custom metrics adapter: "
+            "manifests/monitoring ships the prometheus-adapter rules). keda: a KEDA ScaledObject querying "
+            "Prometheus directly. Default: hpa."
         ),
     )
-    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas. Default: 1.")
+    min_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description=(
+            "Fewest replicas. Default: 1. 0 (scale to zero) is not allowed: nothing holds requests while "
+            "a replica loads its model, so the first requests after idling would fail."
+        ),
+    )
     max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
     target_queue_depth: int | None = Field(
-        default=None, ge=1, description="Target requests waiting per replica (metric inferkube_queue_depth)."
+        default=None,
+        ge=1,
+        description=(
+            "Target requests waiting per replica (metric inferkube_queue_depth). The best first signal for "
+            "LLMs: a queue means requests already wait for a batch slot, so latency grows with it."
+        ),
     )
     target_kv_cache_usage: int | None = Field(
         default=None,
         ge=1,
         le=100,
-        description="Target KV-cache use per replica in percent (metric inferkube_kv_cache_usage_ratio).",
+        description=(
+            "Target KV-cache use per replica in percent (metric inferkube_kv_cache_usage_ratio). Use with "
+            "long prompts or outputs: a full KV cache makes vLLM preempt and recompute sequences."
+        ),
+    )
+    target_requests_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Target requests running per replica (metric inferkube_requests_in_flight). Use when the "
+            "batch size one replica serves well is known (e.g. from a load test); it reacts before a queue forms."
+        ),
+    )
+    target_gpu_utilization: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description=(
+            "Target GPU utilization per replica in percent (DCGM_FI_DEV_GPU_UTIL from NVIDIA's DCGM "
+            "exporter, averaged over the pod's GPUs; needs the exporter scraped with its pod/namespace "
+            "labels). A weak signal for LLMs: a decoding GPU reads near 100% with one request or with "
+            "a full batch; prefer queue depth or KV-cache use and use this only as a ceiling."
+        ),
     )
     scale_up: ScalingBehavior | None = Field(default=None, description="Scale-up behaviour.")
     scale_down: ScalingBehavior | None = Field(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec, ScalingBehavior
 from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
 from inferkube.operator.inputs import Observed, ServiceMeta
+from inferkube.operator.monitoring.signals import active_signals, quantity
 from inferkube.operator.settings import OperatorSettings
 
 DEFAULT_SCALE_DOWN = ScalingBehavior(stabilization_window_seconds=300, pods_per_period=1, period_seconds=60)
@@ -39,14 +39,10 @@ def pod_metric(name: str, average_value: str) -> dict[str, Any]:
 def build_hpa(
     spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSettings, observed: Observed
 ) -> dict[str, Any]:
-    """HPA scaling the Deployment on queue depth and/or KV-cache use per pod."""
+    """HPA scaling the Deployment on each targeted per-pod signal (queue, KV cache, in flight, GPU)."""
     auto = spec.autoscaling
     assert auto is not None, "build_hpa needs spec.autoscaling"
-    metrics = []
-    if auto.target_queue_depth is not None:
-        metrics.append(pod_metric(contract.METRIC_QUEUE_DEPTH, str(auto.target_queue_depth)))
-    if auto.target_kv_cache_usage is not None:
-        metrics.append(pod_metric(contract.METRIC_KV_CACHE_USAGE, f"{auto.target_kv_cache_usage * 10}m"))
+    metrics = [pod_metric(signal.metric, quantity(target)) for signal, target in active_signals(auto)]
     hpa_spec: dict[str, Any] = {
         "scaleTargetRef": common.scale_target(meta),
         "minReplicas": auto.min_replicas,

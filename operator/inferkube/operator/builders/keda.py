@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
 from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
 from inferkube.operator.inputs import Observed, ServiceMeta
+from inferkube.operator.monitoring import signals
 from inferkube.operator.settings import OperatorSettings
 
 
@@ -16,6 +16,7 @@ def _trigger(settings: OperatorSettings, query: str, threshold: str) -> dict[str
     """A KEDA prometheus trigger."""
     return {
         "type": "prometheus",
+        "metricType": "AverageValue",  # the HPA divides the service-wide sum by the replica count
         "metadata": {"serverAddress": settings.prometheus_url, "query": query, "threshold": threshold},
     }
 
@@ -27,13 +28,8 @@ def build_scaledobject(
     auto = spec.autoscaling
     assert auto is not None, "build_scaledobject needs spec.autoscaling"
     where = common.promql_selector(meta)
-    triggers = []
-    if auto.target_queue_depth is not None:
-        query = f"sum({contract.METRIC_QUEUE_DEPTH}{{{where}}})"
-        triggers.append(_trigger(settings, query, str(auto.target_queue_depth)))
-    if auto.target_kv_cache_usage is not None:
-        query = f"sum({contract.METRIC_KV_CACHE_USAGE}{{{where}}})"
-        triggers.append(_trigger(settings, query, str(auto.target_kv_cache_usage / 100)))
+    triggers = [_trigger(settings, signals.service_query(signal, meta.namespace, where), signals.threshold(target))
+                for signal, target in signals.active_signals(auto)]
     so_spec: dict[str, Any] = {
         "scaleTargetRef": common.scale_target(meta),
         "minReplicaCount": auto.min_replicas,
