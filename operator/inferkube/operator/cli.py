@@ -1,4 +1,4 @@
-"""The ``inferkube`` command: render children, validate objects, generate the CRDs."""
+"""The ``inferkube`` command: render children, validate objects, generate the CRDs and monitoring files."""
 
 from __future__ import annotations
 
@@ -109,6 +109,15 @@ def cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitoring(args: argparse.Namespace) -> int:
+    """Write the prometheus-adapter rules and the Grafana dashboard into a directory."""
+    from inferkube.operator.monitoring.bundle import write_monitoring  # needs the `monitoring` extra
+
+    for path in write_monitoring(Path(args.output_dir)):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``inferkube``."""
     parser = argparse.ArgumentParser(prog="inferkube", description=__doc__)
@@ -128,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     crd = sub.add_parser("crd", help="print the generated CustomResourceDefinition")
     crd.add_argument("-o", "--output-dir", help="write crds/*.yaml into this directory instead")
     crd.set_defaults(func=cmd_crd)
+    monitoring = sub.add_parser("monitoring", help="write prometheus-adapter rules and the Grafana dashboard")
+    monitoring.add_argument("-o", "--output-dir", required=True, help="directory, e.g. manifests/monitoring")
+    monitoring.set_defaults(func=cmd_monitoring)
     return parser
 
 

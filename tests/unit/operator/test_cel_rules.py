@@ -36,6 +36,8 @@ def test_base_object_is_valid() -> None:
     [
         ({"autoscaling": {"minReplicas": 3, "maxReplicas": 2, "targetQueueDepth": 4}}, "minReplicas must be <="),
         ({"autoscaling": {"maxReplicas": 2}}, "needs at least one target"),
+        ({"autoscaling": {"minReplicas": 0, "maxReplicas": 2, "targetQueueDepth": 4}}, "minReplicas"),
+        ({"autoscaling": {"maxReplicas": 2, "targetGpuUtilization": 101}}, "targetGpuUtilization"),
         ({"replicas": 2, "autoscaling": {"maxReplicas": 3, "targetQueueDepth": 4}}, "either replicas or autoscaling"),
         ({"runtime": {"tensorParallelSize": 4}, "resources": {"accelerator": "nvidia-h100-80gb", "gpus": 6}},
          "positive multiple of runtime.tensorParallelSize"),
@@ -53,6 +55,8 @@ def test_invalid_specs_fail_with_the_rule_message(spec: dict[str, Any], expected
     "spec",
     [
         {"autoscaling": {"minReplicas": 2, "maxReplicas": 2, "targetKvCacheUsage": 80}},
+        {"autoscaling": {"maxReplicas": 3, "targetRequestsInFlight": 16}},
+        {"autoscaling": {"maxReplicas": 3, "targetGpuUtilization": 90}},
         {"replicas": 0},
         {"runtime": {"tensorParallelSize": 4}, "resources": {"accelerator": "nvidia-h100-80gb", "gpus": 8}},
         {"api": {"rateLimitBackend": "redis", "redisUrlSecret": {"name": "r", "key": "url"}}},
