@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
                         help="kopf health endpoint for the liveness probe ('' to disable)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text",
+                        help="text (default) or one JSON object per line (kopf's JSON format, with the object's namespace/name)")
     return parser
 
 
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["INFERKUBE_OPERATOR_CONFIG"] = args.settings
     import inferkube.operator.handlers  # noqa: F401  (registers the handlers)
 
-    kopf.configure(verbose=args.verbose)  # kopf installs the log handler; no second basicConfig
+    log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=args.verbose, log_format=log_format)  # kopf installs the log handler; no second basicConfig
     if not args.verbose:
         # kopf logs "Handler ... succeeded" for every watch event; problems still show as warnings
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

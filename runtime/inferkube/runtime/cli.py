@@ -20,6 +20,7 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--max-num-seqs", {"type": int, "help": "sequences the engine batches at once"}),
     ("--warmup", {"action": argparse.BooleanOptionalAction, "help": "warm-up request before ready"}),
     ("--log-level", {"help": "debug, info, warning, error"}),
+    ("--log-format", {"choices": ["text", "json"], "help": "text (default) or JSON lines, one per request"}),
     ("--max-in-flight", {"type": int, "help": "requests handed to the engine at once (default 256)"}),
     ("--max-queued", {"type": int, "help": "requests waiting for a slot before 429 (default 256)"}),
     ("--drain-timeout", {"type": float, "help": "seconds given to in-flight work on SIGTERM (default 120)"}),

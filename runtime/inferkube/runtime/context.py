@@ -13,6 +13,7 @@ from fastapi import Request
 from pydantic import BaseModel
 
 from inferkube.runtime.engine import RequestTracker
+from inferkube.runtime.logs import request_id
 from inferkube.runtime.tenancy import ANONYMOUS, RateLimitDecision, Tenant
 
 CHAT = "chat"
@@ -36,6 +37,11 @@ class RequestContext:
     # The allowed rate-limit decision until it is settled with the real token count (then None).
     reservation: RateLimitDecision | None = None
     tracker: RequestTracker = field(default_factory=RequestTracker)
+    request_id: str = ""  # the caller's X-Request-Id when it is a plain token, else a random one
+
+    def __post_init__(self) -> None:
+        if not self.request_id:
+            self.request_id = request_id(self.http.headers)
 
     @property
     def parsed(self) -> BaseModel:

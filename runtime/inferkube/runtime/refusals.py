@@ -20,6 +20,7 @@ from inferkube.api.contract import (
     REJECTION_RATE_LIMIT,
 )
 from inferkube.runtime.errors import ApiError, error_response
+from inferkube.runtime.logs import log_request
 from inferkube.runtime.tenancy import REASON_BACKEND_UNAVAILABLE, RateLimitDecision
 
 if TYPE_CHECKING:
@@ -81,4 +82,6 @@ def rate_limited(decision: RateLimitDecision) -> ApiError:
 def refusal_response(state: RuntimeState, ctx: RequestContext, err: ApiError) -> JSONResponse:
     """Count a refusal (a rejection by reason, a request by tenant and status) and render it."""
     state.metrics.count_refusal(state.settings.model_name, ctx.tenant_label, err.reason, err.status)
+    if ctx.kind is not None:  # a generation request: one log record each (JSON mode)
+        log_request(state.settings.model_name, ctx, str(err.status), err.reason)
     return error_response(err)

@@ -13,6 +13,7 @@ from types import FrameType
 import uvicorn
 
 from inferkube.runtime.app import build_app
+from inferkube.runtime.logs import configure_logging
 from inferkube.runtime.settings import RuntimeSettings
 from inferkube.runtime.state import RuntimeState, runtime_state
 
@@ -76,17 +77,15 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def configure_logging(level: str) -> None:
-    """Plain structured-ish log lines; request bodies and headers are never logged."""
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def serve(settings: RuntimeSettings) -> int:
     """Build the app from `settings`, serve until drained, and return the process exit code."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = build_app(settings)
+    # JSON: uvicorn's loggers go through our handler, and the request record replaces the access log.
+    as_json = settings.log_format == "json"
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                            timeout_graceful_shutdown=5, lifespan="on")
+                            timeout_graceful_shutdown=5, lifespan="on", access_log=not as_json,
+                            log_config=None if as_json else uvicorn.config.LOGGING_CONFIG)
     server = DrainingServer(config, runtime_state(app), settings.drain_timeout)
     server.run()
     return server.exit_code

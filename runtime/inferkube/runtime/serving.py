@@ -22,6 +22,7 @@ from inferkube.runtime.checks import GENERATION_CHECKS, run_checks, settle_rate_
 from inferkube.runtime.context import CHAT, RequestContext
 from inferkube.runtime.engine import ServingResult
 from inferkube.runtime.errors import ApiError, error_body
+from inferkube.runtime.logs import log_request
 from inferkube.runtime.refusals import refusal_response
 from inferkube.runtime.state import RuntimeState, runtime_state
 
@@ -51,6 +52,7 @@ class Admitted:
         state, t = self.state, self.ctx.tracker
         state.admission.release()
         state.metrics.observe_finished(state.settings.model_name, self.ctx, status, disconnected)
+        log_request(state.settings.model_name, self.ctx, status)
         settle_rate_limit(state, self.ctx, t.prompt_tokens + t.completion_tokens)
 
 

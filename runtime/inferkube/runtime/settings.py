@@ -32,6 +32,7 @@ class RuntimeSettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(RUNTIME_PORT, ge=0, le=65535)
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field("text", description="text, or one JSON object per line.")
 
     # --- admission and drain ----------------------------------------------------------------
     max_in_flight: int = Field(256, ge=1, description="Requests handed to the engine at once.")

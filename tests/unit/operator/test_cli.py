@@ -120,3 +120,10 @@ def test_settings_file_adds_profiles(tmp_path: Path) -> None:
     bad = tmp_path / "bad-settings.yaml"
     bad.write_text("acceleratorProfiles: {x: {nodeSelector: {}}}\n")
     assert_clean_failure(run("render", "-f", str(f), "--settings", str(bad)), "invalid operator settings")
+
+
+def test_operator_log_format_flag() -> None:
+    from inferkube.operator.main import build_parser
+
+    assert build_parser().parse_args([]).log_format == "text"
+    assert build_parser().parse_args(["--log-format", "json"]).log_format == "json"
