@@ -92,8 +92,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Start one replica, time its start-up, and load it at each concurrency level."""
     model = build_tiny_model(work / "model")
     began = time.monotonic()
+    engine = ["--enforce-eager"] + (["--num-gpu-blocks-override", str(args.kv_blocks)] if args.kv_blocks else [])
     server = start_runtime_server(model, ["--max-num-seqs", str(args.batch), "--max-in-flight", "512",
-                                          "--max-queued", "2048", "--", "--enforce-eager"],
+                                          "--max-queued", "2048", "--max-model-len", "512", "--", *engine],
                                   log_path=work / "server.log", ready_timeout=600)
     startup = time.monotonic() - began
     try:
@@ -196,6 +197,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8, help="engine batch per replica (--max-num-seqs)")
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), help="concurrency levels")
     parser.add_argument("--seconds", type=float, default=10, help="seconds of load per level")
+    parser.add_argument("--kv-blocks", type=int, default=64,
+                        help="KV-cache blocks of 16 tokens (a small cache, so KV use moves like a real model's; 0: vLLM's sizing)")
     parser.add_argument("--capacity", help="reuse a capacity JSON written by an earlier run (skips the engine)")
     parser.add_argument("--plot", default=str(REPO / "docs" / "autoscaling-benchmark.png"))
     args = parser.parse_args()
