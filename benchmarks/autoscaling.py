@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "operator"), str(REPO / "runtime")]
 
 from inferkube.api import contract  # noqa: E402
-from inferkube.operator.builders import Observed  # noqa: E402
 from inferkube.operator.builders.hpa import build_hpa  # noqa: E402
+from inferkube.operator.inputs import Observed  # noqa: E402
 from inferkube.operator.parse import parse_service  # noqa: E402
 from inferkube.operator.settings import OperatorSettings  # noqa: E402
 from inferkube.runtime.tinymodel import build_tiny_model  # noqa: E402

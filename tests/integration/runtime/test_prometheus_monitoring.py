@@ -25,10 +25,11 @@ import pytest
 import yaml
 
 from inferkube.api import contract
-from inferkube.operator.builders import Observed, render_children
+from inferkube.operator.inputs import Observed
 from inferkube.operator.monitoring.adapter import adapter_rules
 from inferkube.operator.monitoring.dashboard import build_dashboard, panel_queries
 from inferkube.operator.parse import parse_service
+from inferkube.operator.render import render_children
 from inferkube.operator.settings import OperatorSettings
 from tests.integration.runtime.conftest import LIMITED_KEY, MAIN_KEY, SERVED_NAME, RuntimeServer
 from tests.prometheus import PrometheusServer, free_port, require_tool
