@@ -43,9 +43,9 @@ LEVELS = (1, 2, 4, 8, 12, 16, 24, 32)
 SETTINGS: dict[str, dict[str, Any]] = {
     # What a user writes first: queue depth only; everything else is the builder's default behaviour.
     "generated defaults": {"minReplicas": 1, "maxReplicas": 10, "targetQueueDepth": 4},
-    # Tuned: requests in flight keep replicas while the queue is empty; faster scale-up, slower scale-down.
+    # Tuned: requests in flight (a load-proportional signal) next to the queue, and a slower scale-down
+    # that keeps capacity between bursts; scale-up stays Kubernetes' default (double or +4 per 15 s).
     "tuned": {"minReplicas": 1, "maxReplicas": 10, "targetQueueDepth": 4, "targetRequestsInFlight": 6,
-              "scaleUp": {"stabilizationWindowSeconds": 0, "podsPerPeriod": 4, "periodSeconds": 15},
               "scaleDown": {"stabilizationWindowSeconds": 600, "podsPerPeriod": 1, "periodSeconds": 120}},
 }
 
@@ -198,7 +198,7 @@ def main() -> int:
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), help="concurrency levels")
     parser.add_argument("--seconds", type=float, default=10, help="seconds of load per level")
     parser.add_argument("--kv-blocks", type=int, default=64,
-                        help="KV-cache blocks of 16 tokens (a small cache, so KV use moves like a real model's; 0: vLLM's sizing)")
+                        help="KV-cache blocks (--num-gpu-blocks-override: a small cache, so KV use moves as with a real model; 0: vLLM's sizing)")
     parser.add_argument("--capacity", help="reuse a capacity JSON written by an earlier run (skips the engine)")
     parser.add_argument("--plot", default=str(REPO / "docs" / "autoscaling-benchmark.png"))
     args = parser.parse_args()
