@@ -18,26 +18,12 @@ def build_cache_job(
 ) -> dict[str, Any]:
     """Download source@revision into CACHE/<key>; the Job name carries the key, so a new revision is a new Job."""
     key = names.cache_key(spec)
-    img, policy = common.image(spec, settings)
     resources = {
         "requests": {"cpu": settings.download_job_cpu, "memory": settings.download_job_memory},
         "limits": {"memory": settings.download_job_memory},
     }
-    container = {
-        "name": "download",
-        "image": img,
-        "imagePullPolicy": policy,
-        "args": common.download_args(spec, key),
-        "env": [*common.home_env(), *common.hf_token_env(spec)],
-        "volumeMounts": [
-            {"name": common.CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH},
-            {"name": common.TMP_VOLUME, "mountPath": common.TMP_PATH},
-        ],
-        "resources": resources,
-        "securityContext": dict(common.RESTRICTED_CONTAINER_SECURITY),
-        "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
+    # The Job's pod reports its result through the termination message (the operator reads it).
+    container = common.download_container(spec, settings, key, "download", resources, "/dev/termination-log")
     labels = {**names.labels(meta, names.COMPONENT_CACHE), contract.ANNOTATION_CACHE_KEY: key}
     # Run where the replicas run: the claim binds in their zone (WaitForFirstConsumer), and a
     # ReadWriteOnce claim already attached to a serving replica can only be mounted on that node.

@@ -91,6 +91,31 @@ def download_args(spec: InferenceServiceSpec, key: str) -> list[str]:
     return args
 
 
+def download_container(spec: InferenceServiceSpec, settings: OperatorSettings, key: str, name: str,
+                       resources: dict[str, Any] | None = None,
+                       termination_message_path: str | None = None) -> dict[str, Any]:
+    """The ``inferkube-runtime download`` container (cache Job and the no-cache init container share it)."""
+    img, policy = image(spec, settings)
+    container: dict[str, Any] = {
+        "name": name,
+        "image": img,
+        "imagePullPolicy": policy,
+        "args": download_args(spec, key),
+        "env": [*home_env(), *hf_token_env(spec)],
+        "volumeMounts": [
+            {"name": CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH},
+            {"name": TMP_VOLUME, "mountPath": TMP_PATH},
+        ],
+    }
+    if resources is not None:
+        container["resources"] = resources
+    container["securityContext"] = dict(RESTRICTED_CONTAINER_SECURITY)
+    if termination_message_path is not None:
+        container["terminationMessagePath"] = termination_message_path
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    return container
+
+
 def hf_token_env(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
     """HF_TOKEN from the spec's Secret, when it names one."""
     ref = spec.runtime.hf_token_secret

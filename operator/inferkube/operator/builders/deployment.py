@@ -135,22 +135,7 @@ def _init_download(spec: InferenceServiceSpec, settings: OperatorSettings, key: 
     """Without a cache claim every pod downloads the model into its emptyDir first (the slow path)."""
     if names.uses_cache(spec) or spec.source_scheme == "pvc":
         return []
-    img, policy = common.image(spec, settings)
-    return [
-        {
-            "name": "download-model",
-            "image": img,
-            "imagePullPolicy": policy,
-            "args": common.download_args(spec, key),
-            "env": [*common.home_env(), *common.hf_token_env(spec)],
-            "volumeMounts": [
-                {"name": common.CACHE_VOLUME, "mountPath": contract.CACHE_MOUNT_PATH},
-                {"name": common.TMP_VOLUME, "mountPath": common.TMP_PATH},
-            ],
-            "securityContext": dict(common.RESTRICTED_CONTAINER_SECURITY),
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        }
-    ]
+    return [common.download_container(spec, settings, key, "download-model")]
 
 
 def build_deployment(
