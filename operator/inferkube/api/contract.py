@@ -87,3 +87,13 @@ METRIC_DCGM_GPU_TEMP = "DCGM_FI_DEV_GPU_TEMP"      # gauge, degrees Celsius
 # Kubernetes' own replica series (kube-state-metrics, part of kube-prometheus-stack).
 METRIC_KSM_HPA_DESIRED = "kube_horizontalpodautoscaler_status_desired_replicas"
 METRIC_KSM_DEPLOYMENT_READY = "kube_deployment_status_replicas_ready"
+
+# --- Response cache (runtime) ----------------------------------------------------------------
+HEADER_RESPONSE_CACHE = "x-inferkube-cache"                 # hit | semantic-hit | miss | bypass
+HEADER_RESPONSE_CACHE_SIMILARITY = "x-inferkube-cache-similarity"  # cosine of a semantic hit
+METRIC_RESPONSE_CACHE_HITS_TOTAL = "inferkube_response_cache_hits_total"          # counter {model, match}
+METRIC_RESPONSE_CACHE_MISSES_TOTAL = "inferkube_response_cache_misses_total"      # counter {model}
+METRIC_RESPONSE_CACHE_BYPASSES_TOTAL = "inferkube_response_cache_bypasses_total"  # counter {model, reason}
+METRIC_RESPONSE_CACHE_STORED_BYTES_TOTAL = "inferkube_response_cache_stored_bytes_total"  # counter {model}
+METRIC_RESPONSE_CACHE_SIZE_BYTES = "inferkube_response_cache_size_bytes"          # gauge {model} (memory)
+METRIC_RESPONSE_CACHE_HIT_SECONDS = "inferkube_response_cache_hit_duration_seconds"  # histogram {model}

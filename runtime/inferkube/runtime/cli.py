@@ -33,6 +33,19 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--max-n", {"type": int, "help": "largest n accepted (default 16)"}),
     ("--max-stop-sequences", {"type": int, "help": "longest stop list accepted (default 16)"}),
     ("--max-body-bytes", {"type": int, "help": "largest request body (default 1048576)"}),
+    ("--model-revision", {"help": "revision of the served weights (response-cache keys include it)"}),
+    ("--response-cache", {"action": argparse.BooleanOptionalAction,
+                          "help": "cache answers of deterministic requests (default off)"}),
+    ("--response-cache-backend", {"choices": ["memory", "redis"],
+                                  "help": "memory (per replica, default) or redis (shared; --redis-url)"}),
+    ("--response-cache-ttl", {"type": float, "help": "seconds an answer is kept (default 600)"}),
+    ("--response-cache-max-entries", {"type": int, "help": "entries kept in memory (default 10000)"}),
+    ("--response-cache-max-bytes", {"type": int, "help": "bytes kept in memory (default 268435456)"}),
+    ("--response-cache-scope", {"choices": ["tenant", "shared"],
+                                "help": "tenant: per-tenant entries (default); shared: all callers"}),
+    ("--response-cache-semantic-model", {"help": "encoder for semantic matching (default: exact only)"}),
+    ("--response-cache-similarity-threshold", {"type": float,
+                                               "help": "cosine a semantic match needs (default 0.95)"}),
 ]
 
 

@@ -24,6 +24,12 @@ from inferkube.api.contract import (
     METRIC_REJECTIONS_TOTAL,
     METRIC_REQUESTS_IN_FLIGHT,
     METRIC_REQUESTS_TOTAL,
+    METRIC_RESPONSE_CACHE_BYPASSES_TOTAL,
+    METRIC_RESPONSE_CACHE_HIT_SECONDS,
+    METRIC_RESPONSE_CACHE_HITS_TOTAL,
+    METRIC_RESPONSE_CACHE_MISSES_TOTAL,
+    METRIC_RESPONSE_CACHE_SIZE_BYTES,
+    METRIC_RESPONSE_CACHE_STORED_BYTES_TOTAL,
     METRIC_TPOT_SECONDS,
     METRIC_TTFT_SECONDS,
     REJECTION_REASONS,
@@ -39,11 +45,36 @@ OTHER = "other"
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_CACHE_HIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 def _counter_name(name: str) -> str:
     # prometheus-client appends `_total` to counters itself.
     return name[: -len("_total")] if name.endswith("_total") else name
+
+
+class ResponseCacheMetrics:
+    """The response cache's metric objects (hits, misses, bypasses by reason, bytes, hit latency)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.hits = Counter(_counter_name(METRIC_RESPONSE_CACHE_HITS_TOTAL),
+                            "Requests answered from the response cache, by match (exact or semantic).",
+                            ["model", "match"], registry=registry)
+        self.misses = Counter(_counter_name(METRIC_RESPONSE_CACHE_MISSES_TOTAL),
+                              "Cacheable requests not found in the response cache.", ["model"],
+                              registry=registry)
+        self.bypasses = Counter(_counter_name(METRIC_RESPONSE_CACHE_BYPASSES_TOTAL),
+                                "Requests that did not use the response cache, by reason.",
+                                ["model", "reason"], registry=registry)
+        self.stored_bytes = Counter(_counter_name(METRIC_RESPONSE_CACHE_STORED_BYTES_TOTAL),
+                                    "Bytes written to the response cache (compressed for Redis).",
+                                    ["model"], registry=registry)
+        self.size_bytes = Gauge(METRIC_RESPONSE_CACHE_SIZE_BYTES,
+                                "Bytes held by the in-process response cache (0 with Redis).", ["model"],
+                                registry=registry)
+        self.hit_seconds = Histogram(METRIC_RESPONSE_CACHE_HIT_SECONDS,
+                                     "Time from arrival to a response served from the cache.", ["model"],
+                                     buckets=_CACHE_HIT_BUCKETS, registry=registry)
 
 
 class RuntimeMetrics:
@@ -79,6 +110,7 @@ class RuntimeMetrics:
                                    ["model"], registry=registry)
         self.backend_errors = Counter(_counter_name(METRIC_RATELIMIT_BACKEND_ERRORS_TOTAL),
                                       "Rate-limit backend (e.g. Redis) failures.", registry=registry)
+        self.cache = ResponseCacheMetrics(registry)
         self._backend_errors_seen = 0
         self._tenants: set[str] = set()
         self._lock = threading.Lock()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferkube.api.contract import ENV_PREFIX, RUNTIME_PORT
@@ -47,11 +47,35 @@ class RuntimeSettings(BaseSettings):
     default_requests_per_minute: int | None = Field(None, ge=1)
     default_tokens_per_minute: int | None = Field(None, ge=1)
 
+    # --- response cache (see docs/response-cache.md) -------------------------------------------
+    model_revision: str | None = Field(None, max_length=255, description=(
+        "Revision of the served weights; cached answers of another revision are never served."))
+    response_cache: bool = Field(False, description="Cache answers of deterministic requests.")
+    response_cache_backend: Literal["memory", "redis"] = Field(
+        "memory", description="memory: per replica (LRU). redis: shared by replicas (needs --redis-url).")
+    response_cache_ttl: float = Field(600.0, gt=0, le=2_592_000, description="Seconds an answer is kept.")
+    response_cache_max_entries: int = Field(10_000, ge=1, description="Entries kept in memory (LRU).")
+    response_cache_max_bytes: int = Field(268_435_456, ge=1024, description=(
+        "Bytes kept in memory (LRU); with Redis the largest single entry (compressed)."))
+    response_cache_scope: Literal["tenant", "shared"] = Field(
+        "tenant", description="tenant: each tenant sees only its own entries. shared: all callers share.")
+    response_cache_semantic_model: str | None = Field(None, description=(
+        "Encoder for semantic matching (model directory, Hugging Face name, builtin:tiny-embed). "
+        "Unset: exact match only."))
+    response_cache_similarity_threshold: float = Field(
+        0.95, gt=0, le=1, description="Cosine similarity a semantic match needs.")
+
     # --- input caps -------------------------------------------------------------------------
     max_tokens_cap: int = Field(4096, ge=1, description="Largest max_tokens a request may ask for.")
     max_n: int = Field(16, ge=1, description="Largest n (choices per request).")
     max_stop_sequences: int = Field(16, ge=0, description="Longest stop list.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes.")
+
+    @model_validator(mode="after")
+    def _redis_url_for_redis_backends(self) -> RuntimeSettings:
+        if self.response_cache and self.response_cache_backend == "redis" and not self.redis_url:
+            raise ValueError("--response-cache-backend redis needs --redis-url")
+        return self
 
     @property
     def model_name(self) -> str:

@@ -9,10 +9,12 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 BUILTIN_PREFIX = "builtin:"
 TINY_NAME = "tiny"
+TINY_EMBED_NAME = "tiny-embed"
 # Bump when the recipe changes so cached copies are rebuilt.
 TINY_RECIPE_VERSION = "1"
 _MARKER = ".inferkube-tiny.json"
@@ -59,8 +61,12 @@ def resolve_model(model: str) -> str:
     if not model.startswith(BUILTIN_PREFIX):
         return model
     name = model[len(BUILTIN_PREFIX):]
+    if name == TINY_EMBED_NAME:
+        return str(build_tiny_embedding_model(default_tiny_model_dir().with_name(
+            f"tiny-embed-v{TINY_RECIPE_VERSION}")))
     if name != TINY_NAME:
-        raise ValueError(f"unknown builtin model {model!r}; only 'builtin:{TINY_NAME}' exists")
+        raise ValueError(f"unknown builtin model {model!r}; 'builtin:{TINY_NAME}' and "
+                         f"'builtin:{TINY_EMBED_NAME}' exist")
     return str(build_tiny_model(default_tiny_model_dir()))
 
 
@@ -110,9 +116,32 @@ def _write_model(out: Path, vocab_size: int, bos_id: int, eos_id: int, pad_id: i
     model.save_pretrained(str(out), safe_serialization=True)
 
 
+def _write_encoder(out: Path, vocab_size: int, bos_id: int, eos_id: int, pad_id: int) -> None:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=512, pad_token_id=pad_id)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(_SEED)
+        model = BertModel(config)
+    finally:
+        torch.random.set_rng_state(state)
+    model.save_pretrained(str(out), safe_serialization=True)
+
+
 def build_tiny_model(dest: Path) -> Path:
     """Build (once) a tiny random Llama with tokenizer and chat template in `dest`; return `dest`."""
-    dest = Path(dest)
+    return _build(Path(dest), _write_model)
+
+
+def build_tiny_embedding_model(dest: Path) -> Path:
+    """Build (once) a tiny random BERT-style encoder (for the semantic response cache's tests)."""
+    return _build(Path(dest), _write_encoder)
+
+
+def _build(dest: Path, write: Callable[[Path, int, int, int, int], None]) -> Path:
     if _is_built(dest):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +151,7 @@ def build_tiny_model(dest: Path) -> Path:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(work))
-        _write_model(work, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+        write(work, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
         (work / _MARKER).write_text(json.dumps({"version": TINY_RECIPE_VERSION, "seed": _SEED}))
         if _is_built(dest):
             return dest
