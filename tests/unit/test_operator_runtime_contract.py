@@ -35,6 +35,14 @@ def test_runtime_accepts_the_args_and_env_the_operator_writes(path: Path, monkey
         assert settings.engine_args == args[args.index("--") + 1 :]
     if "--rate-limit-backend" in args:
         assert settings.redis_url == "redis://redis.example:6379/0"
+    if "--response-cache" in args:
+        rc = load_example(path)["spec"]["responseCache"]
+        assert settings.response_cache and settings.response_cache_backend == rc.get("backend", "memory")
+        assert settings.response_cache_ttl == rc.get("ttlSeconds", 600)
+        deployment = by_kind(render(load_example(path)))["Deployment"]
+        assert settings.model_revision == deployment["metadata"]["annotations"][contract.ANNOTATION_CACHE_KEY]
+        if settings.response_cache_backend == "redis":
+            assert settings.redis_url == "redis://redis.example:6379/0"
     if "--tenants-file" in args:
         assert str(settings.tenants_file).startswith(contract.TENANTS_MOUNT_DIR)
 

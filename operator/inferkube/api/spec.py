@@ -379,6 +379,65 @@ class ApiSpec(ApiModel):
     )
 
 
+class SemanticCacheSpec(ApiModel):
+    """Opt-in semantic matching: reuse the answer to a differently worded but close last user message."""
+
+    model: str = Field(
+        description=(
+            "Sentence-embedding encoder run on the CPU inside the runtime (e.g. "
+            "sentence-transformers/all-MiniLM-L6-v2): a Hugging Face name the pod can download, or a "
+            "directory in the image or a mounted volume."
+        ),
+        min_length=1,
+        max_length=1024,
+    )
+    similarity_threshold: float = Field(
+        default=0.95,
+        ge=0.5,
+        le=1,
+        description=(
+            "Cosine similarity (0.5-1) the last user message must reach to reuse an answer. Higher is "
+            "safer; below ~0.9 differently meant questions start to match. Default: 0.95."
+        ),
+    )
+
+
+class ResponseCacheSpec(ApiModel):
+    """Answers of deterministic requests (temperature 0 or an explicit seed) served again without the engine."""
+
+    enabled: bool = Field(default=False, description="Cache answers of deterministic requests. Default: false.")
+    backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description=(
+            "memory: an LRU in each replica. redis: shared by all replicas, in the Redis of "
+            "api.redisUrlSecret (its own key prefix; TTLs kept by Redis). Default: memory."
+        ),
+    )
+    ttl_seconds: int = Field(
+        default=600, ge=1, le=2592000, description="Seconds an answer stays reusable. Default: 600."
+    )
+    max_entries: int = Field(
+        default=10000, ge=1, le=10000000, description="Answers kept per replica (memory backend, LRU). Default: 10000."
+    )
+    max_bytes: Quantity = Field(
+        default="256Mi",
+        description=(
+            "Memory for answers per replica (memory backend, LRU; counts against the container's memory); "
+            "with redis the largest single compressed answer. At least 1Ki. Default: 256Mi."
+        ),
+    )
+    scope: Literal["tenant", "shared"] = Field(
+        default="tenant",
+        description=(
+            "tenant: each API-key tenant only ever sees answers to its own requests. shared: every caller "
+            "may receive an answer first given to another tenant. Default: tenant."
+        ),
+    )
+    semantic: SemanticCacheSpec | None = Field(
+        default=None, description="Semantic matching of the last user message (off when unset)."
+    )
+
+
 class RolloutSpec(ApiModel):
     """Rolling-update budget. The default never needs a spare GPU node."""
 
@@ -441,6 +500,22 @@ def _spec_rules() -> list[JsonValue]:
             "message": "api.rateLimitBackend redis needs api.redisUrlSecret",
             "fieldPath": ".api.redisUrlSecret",
         },
+        {
+            "rule": (
+                "!has(self.responseCache) || !has(self.responseCache.backend) || "
+                "self.responseCache.backend != 'redis' || (has(self.api) && has(self.api.redisUrlSecret))"
+            ),
+            "message": "responseCache.backend redis needs api.redisUrlSecret (the cache uses the rate limiter's Redis)",
+            "fieldPath": ".responseCache.backend",
+        },
+        {
+            "rule": (
+                "!has(self.responseCache) || !has(self.responseCache.semantic) || "
+                "(has(self.responseCache.enabled) && self.responseCache.enabled)"
+            ),
+            "message": "responseCache.semantic needs responseCache.enabled: true",
+            "fieldPath": ".responseCache.semantic",
+        },
     ]
 
 
@@ -463,6 +538,10 @@ class InferenceServiceSpec(ApiModel):
     cache: CacheSpec = Field(default_factory=CacheSpec, description="Model cache on a PersistentVolumeClaim.")
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Prometheus Operator integration.")
     api: ApiSpec = Field(default_factory=ApiSpec, description="API keys and rate limits.")
+    response_cache: ResponseCacheSpec = Field(
+        default_factory=ResponseCacheSpec,
+        description="Cache of answers to deterministic requests (off by default; see docs/response-cache.md).",
+    )
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rolling-update budget.")
     probes: ProbesSpec = Field(default_factory=ProbesSpec, description="Probe budgets.")
 

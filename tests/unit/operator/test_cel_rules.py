@@ -44,6 +44,11 @@ def test_base_object_is_valid() -> None:
         ({"runtime": {"tensorParallelSize": 2}}, "positive multiple of runtime.tensorParallelSize"),
         ({"resources": {"gpus": 1}}, "needs resources.accelerator"),
         ({"api": {"rateLimitBackend": "redis"}}, "needs api.redisUrlSecret"),
+        ({"responseCache": {"enabled": True, "backend": "redis"}}, "responseCache.backend redis needs api.redisUrlSecret"),
+        ({"responseCache": {"semantic": {"model": "m"}}}, "responseCache.semantic needs responseCache.enabled"),
+        ({"responseCache": {"enabled": True, "semantic": {"model": "m", "similarityThreshold": 0.2}}},
+         "similarityThreshold"),
+        ({"responseCache": {"enabled": True, "scope": "everyone"}}, "scope"),
     ],
 )
 def test_invalid_specs_fail_with_the_rule_message(spec: dict[str, Any], expected: str) -> None:
@@ -60,6 +65,8 @@ def test_invalid_specs_fail_with_the_rule_message(spec: dict[str, Any], expected
         {"replicas": 0},
         {"runtime": {"tensorParallelSize": 4}, "resources": {"accelerator": "nvidia-h100-80gb", "gpus": 8}},
         {"api": {"rateLimitBackend": "redis", "redisUrlSecret": {"name": "r", "key": "url"}}},
+        {"responseCache": {"enabled": True, "backend": "redis"}, "api": {"redisUrlSecret": {"name": "r"}}},
+        {"responseCache": {"enabled": True, "semantic": {"model": "sentence-transformers/all-MiniLM-L6-v2"}}},
     ],
 )
 def test_valid_specs_pass(spec: dict[str, Any]) -> None:

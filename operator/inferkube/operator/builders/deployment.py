@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
 from inferkube.operator import kinds, names
@@ -44,8 +46,30 @@ def runtime_args(spec: InferenceServiceSpec, meta: ServiceMeta, key: str) -> lis
         args += ["--tenants-file", f"{contract.TENANTS_MOUNT_DIR}/{contract.TENANTS_FILE_KEY}"]
     if spec.api.rate_limit_backend == "redis":
         args += ["--rate-limit-backend", "redis"]
+    args += _response_cache_args(spec, key)
     if rt.engine_args:
         args += ["--", *rt.engine_args]
+    return args
+
+
+def _response_cache_args(spec: InferenceServiceSpec, key: str) -> list[str]:
+    """Response-cache flags. The served cache key (source, revision, files) is the model revision that keys
+    cached answers, so replicas of a new revision never serve the old revision's answers."""
+    rc = spec.response_cache
+    if not rc.enabled:
+        return []
+    args = [
+        "--response-cache",
+        "--response-cache-backend", rc.backend,
+        "--response-cache-ttl", str(rc.ttl_seconds),
+        "--response-cache-max-entries", str(rc.max_entries),
+        "--response-cache-max-bytes", str(max(1024, int(parse_quantity(rc.max_bytes)))),
+        "--response-cache-scope", rc.scope,
+        "--model-revision", key,
+    ]
+    if rc.semantic is not None:
+        args += ["--response-cache-semantic-model", rc.semantic.model,
+                 "--response-cache-similarity-threshold", str(rc.semantic.similarity_threshold)]
     return args
 
 
@@ -55,7 +79,9 @@ def _env(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
     if names.uses_cache(spec) or spec.source_scheme == "pvc":
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
     redis = spec.api.redis_url_secret
-    if spec.api.rate_limit_backend == "redis" and redis is not None:
+    uses_redis = spec.api.rate_limit_backend == "redis" or (
+        spec.response_cache.enabled and spec.response_cache.backend == "redis")
+    if uses_redis and redis is not None:
         env.append(
             {
                 "name": contract.ENV_PREFIX + "REDIS_URL",
