@@ -117,6 +117,9 @@ def _write_model(out: Path, vocab_size: int, bos_id: int, eos_id: int, pad_id: i
 
 
 def _write_encoder(out: Path, vocab_size: int, bos_id: int, eos_id: int, pad_id: int) -> None:
+    """A BERT-shaped encoder that behaves like a bag of tokens: position and type embeddings and the residual
+    branches are zeroed, so a mean-pooled embedding depends only on which tokens a text has (texts with
+    the same words in another order are identical, texts sharing few words are far apart)."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -128,6 +131,13 @@ def _write_encoder(out: Path, vocab_size: int, bos_id: int, eos_id: int, pad_id:
         model = BertModel(config)
     finally:
         torch.random.set_rng_state(state)
+    with torch.no_grad():
+        model.embeddings.position_embeddings.weight.zero_()
+        model.embeddings.token_type_embeddings.weight.zero_()
+        for layer in model.encoder.layer:
+            for dense in (layer.attention.output.dense, layer.output.dense):
+                dense.weight.zero_()
+                dense.bias.zero_()
     model.save_pretrained(str(out), safe_serialization=True)
 
 
