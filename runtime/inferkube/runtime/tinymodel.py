@@ -131,13 +131,11 @@ def _write_encoder(out: Path, vocab_size: int, bos_id: int, eos_id: int, pad_id:
         model = BertModel(config)
     finally:
         torch.random.set_rng_state(state)
+    zeroed = ("embeddings.position_embeddings.", "embeddings.token_type_embeddings.", "output.dense.")
     with torch.no_grad():
-        model.embeddings.position_embeddings.weight.zero_()
-        model.embeddings.token_type_embeddings.weight.zero_()
-        for layer in model.encoder.layer:
-            for dense in (layer.attention.output.dense, layer.output.dense):
-                dense.weight.zero_()
-                dense.bias.zero_()
+        for name, param in model.named_parameters():
+            if any(part in name for part in zeroed):  # output.dense: both residual branches of each layer
+                param.zero_()
     model.save_pretrained(str(out), safe_serialization=True)
 
 

@@ -208,6 +208,11 @@ class ResponseCache:
         except Exception as exc:  # noqa: BLE001 - storing is best effort and must never surface
             log.warning("response cache: storing failed: %s", type(exc).__name__)
 
+    async def warm(self) -> None:
+        """Load the semantic encoder before the server reports ready (a no-op for exact matching)."""
+        if self.semantic is not None:
+            await self.semantic.vector("warm up")
+
     async def drain(self) -> None:
         """Wait for pending stores (tests, shutdown)."""
         while self._tasks:
