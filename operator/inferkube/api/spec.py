@@ -28,6 +28,7 @@ KubeObject = Annotated[
     dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
 ]
 
+SEMANTIC_MODEL_PATTERN = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|https?://[^\s]+|builtin:tiny-embed)$"
 MODEL_SOURCE_PATTERN = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^/].*)?|https?://[^\s]+)$"
 
 
@@ -384,12 +385,16 @@ class SemanticCacheSpec(ApiModel):
 
     model: str = Field(
         description=(
-            "Sentence-embedding encoder run on the CPU inside the runtime (e.g. "
-            "sentence-transformers/all-MiniLM-L6-v2): a Hugging Face name the pod can download, or a "
-            "directory in the image or a mounted volume."
+            "Sentence-embedding encoder run on the CPU inside the runtime: hf://ORG/NAME (e.g. "
+            "hf://sentence-transformers/all-MiniLM-L6-v2) or https://HOST/PATH (a tar, tar.gz or zip), "
+            "fetched at pod start by the runtime's downloader (same token, checks and retries as the model) "
+            "into the pod's scratch volume; or builtin:tiny-embed (random weights, for tests and demos)."
         ),
-        min_length=1,
-        max_length=1024,
+        pattern=SEMANTIC_MODEL_PATTERN,
+        max_length=2048,
+    )
+    revision: str | None = Field(
+        default=None, description="Hub revision of the encoder (branch, tag or commit). Default: main.", max_length=255
     )
     similarity_threshold: float = Field(
         default=0.95,

@@ -222,3 +222,20 @@ def test_unknown_accelerator_profile_is_a_spec_error() -> None:
     obj["spec"]["resources"]["accelerator"] = "tpu-v5"
     with pytest.raises(SpecError, match="unknown accelerator profile 'tpu-v5'"):
         render(obj)
+
+
+def test_response_cache_flags_and_encoder_fetched_by_the_downloader() -> None:
+    obj = example("response-cache")
+    obj["spec"]["responseCache"]["semantic"] = {"model": "hf://sentence-transformers/all-MiniLM-L6-v2",
+                                                "revision": "abc", "similarityThreshold": 0.97}
+    pod = by_kind(render(obj))["Deployment"]["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    encoder = {c["name"]: c for c in pod.get("initContainers", [])}["download-encoder"]
+    assert encoder["args"][:5] == ["download", "--source", "hf://sentence-transformers/all-MiniLM-L6-v2",
+                                   "--dest", args[args.index("--response-cache-semantic-model") + 1]]
+    assert "--revision" in encoder["args"] and args[args.index("--response-cache-similarity-threshold") + 1] == "0.97"
+    assert args[args.index("--response-cache-max-bytes") + 1] == str(1024 * 1024)
+    env = {e["name"] for e in pod["containers"][0]["env"]}
+    assert "INFERKUBE_REDIS_URL" in env  # the cache's Redis is the rate limiter's
+    off = example("cpu-tiny-kind")
+    assert "--response-cache" not in by_kind(render(off))["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]

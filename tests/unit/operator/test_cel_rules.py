@@ -45,9 +45,11 @@ def test_base_object_is_valid() -> None:
         ({"resources": {"gpus": 1}}, "needs resources.accelerator"),
         ({"api": {"rateLimitBackend": "redis"}}, "needs api.redisUrlSecret"),
         ({"responseCache": {"enabled": True, "backend": "redis"}}, "responseCache.backend redis needs api.redisUrlSecret"),
-        ({"responseCache": {"semantic": {"model": "m"}}}, "responseCache.semantic needs responseCache.enabled"),
-        ({"responseCache": {"enabled": True, "semantic": {"model": "m", "similarityThreshold": 0.2}}},
+        ({"responseCache": {"semantic": {"model": "builtin:tiny-embed"}}},
+         "responseCache.semantic needs responseCache.enabled"),
+        ({"responseCache": {"enabled": True, "semantic": {"model": "builtin:tiny-embed", "similarityThreshold": 0.2}}},
          "similarityThreshold"),
+        ({"responseCache": {"enabled": True, "semantic": {"model": "/etc/passwd"}}}, "model"),
         ({"responseCache": {"enabled": True, "scope": "everyone"}}, "scope"),
     ],
 )
@@ -66,7 +68,7 @@ def test_invalid_specs_fail_with_the_rule_message(spec: dict[str, Any], expected
         {"runtime": {"tensorParallelSize": 4}, "resources": {"accelerator": "nvidia-h100-80gb", "gpus": 8}},
         {"api": {"rateLimitBackend": "redis", "redisUrlSecret": {"name": "r", "key": "url"}}},
         {"responseCache": {"enabled": True, "backend": "redis"}, "api": {"redisUrlSecret": {"name": "r"}}},
-        {"responseCache": {"enabled": True, "semantic": {"model": "sentence-transformers/all-MiniLM-L6-v2"}}},
+        {"responseCache": {"enabled": True, "semantic": {"model": "hf://sentence-transformers/all-MiniLM-L6-v2"}}},
     ],
 )
 def test_valid_specs_pass(spec: dict[str, Any]) -> None:

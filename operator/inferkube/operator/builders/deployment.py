@@ -16,6 +16,7 @@ from inferkube.operator.settings import OperatorSettings
 PROBE_PERIOD_SECONDS = 10
 TENANTS_VOLUME = "tenants"
 SHM_VOLUME = "dshm"
+ENCODER_DIR = f"{common.TMP_PATH}/response-cache-encoder"  # the semantic encoder, fetched at pod start
 
 
 def runtime_args(spec: InferenceServiceSpec, meta: ServiceMeta, key: str) -> list[str]:
@@ -68,9 +69,16 @@ def _response_cache_args(spec: InferenceServiceSpec, key: str) -> list[str]:
         "--model-revision", key,
     ]
     if rc.semantic is not None:
-        args += ["--response-cache-semantic-model", rc.semantic.model,
+        args += ["--response-cache-semantic-model", _encoder_path(spec),
                  "--response-cache-similarity-threshold", str(rc.semantic.similarity_threshold)]
     return args
+
+
+def _encoder_path(spec: InferenceServiceSpec) -> str:
+    """Where the runtime finds the semantic encoder: fetched into scratch space, or built in."""
+    semantic = spec.response_cache.semantic
+    assert semantic is not None
+    return semantic.model if semantic.model.startswith("builtin:") else ENCODER_DIR
 
 
 def _env(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
@@ -164,6 +172,27 @@ def _init_download(spec: InferenceServiceSpec, settings: OperatorSettings, key: 
     return [common.download_container(spec, settings, key, "download-model")]
 
 
+def _init_encoder(spec: InferenceServiceSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The semantic cache's encoder, fetched by the same downloader as the model (it is small: ~100 MB)."""
+    semantic = spec.response_cache.semantic
+    if not spec.response_cache.enabled or semantic is None or semantic.model.startswith("builtin:"):
+        return []
+    img, policy = common.image(spec, settings)
+    args = ["download", "--source", semantic.model, "--dest", ENCODER_DIR]
+    if semantic.revision:
+        args += ["--revision", semantic.revision]
+    return [{
+        "name": "download-encoder",
+        "image": img,
+        "imagePullPolicy": policy,
+        "args": args,
+        "env": [*common.home_env(), *common.hf_token_env(spec)],
+        "volumeMounts": [{"name": common.TMP_VOLUME, "mountPath": common.TMP_PATH}],
+        "securityContext": dict(common.RESTRICTED_CONTAINER_SECURITY),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }]
+
+
 def build_deployment(
     spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSettings, observed: Observed
 ) -> dict[str, Any]:
@@ -199,7 +228,7 @@ def build_deployment(
         "volumes": volumes,
         **common.pod_scheduling(spec, settings),
     }
-    init = _init_download(spec, settings, key)
+    init = _init_download(spec, settings, key) + _init_encoder(spec, settings)
     if init:
         pod_spec["initContainers"] = init
     deployment_spec: dict[str, Any] = {
