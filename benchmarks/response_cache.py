@@ -70,24 +70,38 @@ async def one_request(client: httpx.AsyncClient, prompt: str, output_len: int) -
     return {"ttft": ttft, "e2e": time.perf_counter() - start_t, "tokens": tokens, "cache": status}
 
 
-async def workload(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Run the mixed workload at bounded concurrency; returns the per-request records and the wall time."""
+def plan(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """The same workload for every configuration: (prompt, is_repeat) per request. Exactly
+    `repeat_ratio` of the requests repeat one issued at least `concurrency` positions earlier (so it has
+    normally been answered already); the rest are fresh random prompts."""
     rng = random.Random(args.seed)
-    answered: list[str] = []
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(args.num_requests):
-        queue.put_nowait(i)
+    count = args.num_requests
+    eligible = list(range(min(count, args.concurrency), count))
+    repeats = set(rng.sample(eligible, min(len(eligible), round(args.repeat_ratio * count))))
+    prompts: list[tuple[str, bool]] = []
+    for i in range(count):
+        if i in repeats:
+            prompts.append((prompts[rng.randrange(0, i - args.concurrency + 1)][0], True))
+        else:
+            prompts.append((make_prompt(rng, args.input_len), False))
+    return prompts
+
+
+async def workload(base_url: str, args: argparse.Namespace, cached: bool) -> dict[str, Any]:
+    """Run the planned workload at bounded concurrency (requests start in plan order); returns the
+    per-request records, the wall time and, with a cache, the idle hit latencies."""
+    work = plan(args)
+    queue: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+    for item in work:
+        queue.put_nowait(item)
     records: list[dict[str, Any]] = []
 
     async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():
-            queue.get_nowait()
-            repeat = answered and rng.random() < args.repeat_ratio
-            prompt = rng.choice(answered) if repeat else make_prompt(rng, args.input_len)
+            prompt, repeat = queue.get_nowait()
             record = await one_request(client, prompt, args.output_len)
-            record["repeat"] = bool(repeat)
+            record["repeat"] = repeat
             records.append(record)
-            answered.append(prompt)
 
     async with httpx.AsyncClient(base_url=base_url, timeout=300,
                                  limits=httpx.Limits(max_connections=args.concurrency)) as client:
@@ -96,7 +110,7 @@ async def workload(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
         began = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(args.concurrency)))
         wall = time.perf_counter() - began
-        idle = await idle_hits(client, answered[0], args) if answered else []
+        idle = await idle_hits(client, work[0][0], args) if cached else []
     return {"records": records, "wall": wall, "idle_hits": idle}
 
 
@@ -194,7 +208,7 @@ def main() -> int:
                 print(f"== round {round_no + 1}: cache {config} (log {log})", flush=True)
                 proc = start(server_command(config, model_dir, port, redis_url), port, "/ready", log)
                 try:
-                    run = asyncio.run(workload(f"http://127.0.0.1:{port}", args))
+                    run = asyncio.run(workload(f"http://127.0.0.1:{port}", args, config != "off"))
                 finally:
                     stop(proc)
                 results[config].append(summarize_run(run))
