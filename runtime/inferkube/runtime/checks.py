@@ -5,7 +5,8 @@ Every check takes the server state and the request's context, fills in what it l
 limit last (it reserves budget, which `run_checks` gives back if a later check refuses). Admission
 (the in-flight bound and its queue) follows in `serving.py`, where a client that goes away cancels it.
 A check relies only on what earlier checks filled in: `ctx.tenant` after `authenticate`, `ctx.parsed`,
-`ctx.n` and `ctx.streaming` after `read_request`, `ctx.estimated_tokens` after `estimate_tokens`.
+`ctx.n` and `ctx.streaming` after `read_request`, `ctx.estimated_tokens` after `estimate_tokens`,
+`ctx.cache` after `look_up_response_cache`.
 """
 
 from __future__ import annotations
@@ -95,6 +96,17 @@ async def take_rate_limit(state: RuntimeState, ctx: RequestContext) -> None:
     ctx.reservation = decision
 
 
+async def look_up_response_cache(state: RuntimeState, ctx: RequestContext) -> None:
+    """Ask the response cache (when on); a hit is charged one request and no tokens by the rate limit."""
+    if state.response_cache is None:
+        return
+    assert ctx.kind is not None
+    ctx.cache = await state.response_cache.lookup(ctx.kind, ctx.parsed, ctx.tenant.name,
+                                                  ctx.http.headers.get("cache-control"), ctx.tracker.started)
+    if ctx.cache.hit:
+        ctx.estimated_tokens = 0
+
+
 def settle_rate_limit(state: RuntimeState, ctx: RequestContext, actual_tokens: int) -> None:
     """Charge the tokens the request really used (0 if it never ran) and free its slot; once, in the background."""
     decision, ctx.reservation = ctx.reservation, None
@@ -110,6 +122,7 @@ GENERATION_CHECKS: tuple[Check, ...] = (
     check_model,            # 404
     check_caps,             # 400
     estimate_tokens,        # 400 (context length); the tokenizer runs here
+    look_up_response_cache,  # a hit is answered after the rate limit, without the engine
     take_rate_limit,        # 429 / 503; reserves budget
 )
 MODELS_CHECKS: tuple[Check, ...] = (authenticate, refuse_until_ready)

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from inferkube.runtime.engine import RequestTracker
 from inferkube.runtime.logs import request_id
+from inferkube.runtime.response_cache.cache import CacheLookup
 from inferkube.runtime.tenancy import ANONYMOUS, RateLimitDecision, Tenant
 
 CHAT = "chat"
@@ -37,11 +38,19 @@ class RequestContext:
     # The allowed rate-limit decision until it is settled with the real token count (then None).
     reservation: RateLimitDecision | None = None
     tracker: RequestTracker = field(default_factory=RequestTracker)
+    cache: CacheLookup | None = None  # the response cache's decision (None: the cache is off)
     request_id: str = ""  # the caller's X-Request-Id when it is a plain token, else a random one
 
     def __post_init__(self) -> None:
         if not self.request_id:
             self.request_id = request_id(self.http.headers)
+
+    @property
+    def response_headers(self) -> dict[str, str]:
+        """Headers of the answer: the rate-limit headers, plus `x-inferkube-cache` when the cache is on."""
+        if self.cache is None:
+            return self.rate_limit_headers
+        return {**self.rate_limit_headers, **self.cache.headers()}
 
     @property
     def parsed(self) -> BaseModel:

@@ -54,6 +54,10 @@ class RequestTracker:
     client_gone: bool = False
     _generators: dict[int, _GeneratorCounts] = field(default_factory=dict)
 
+    def token_counts(self) -> tuple[int, int]:
+        """(prompt tokens, completion tokens) the engine has reported so far."""
+        return self.prompt_tokens, self.completion_tokens
+
     def new_generator(self) -> int:
         """A fresh id for one more engine generator of this request."""
         gid = len(self._generators)

@@ -111,7 +111,17 @@ async def serve_generation(kind: str, http: Request) -> Response:
         await run_checks(GENERATION_CHECKS, state, ctx)
     except ApiError as err:
         return refusal_response(state, ctx, err)
+    if ctx.cache is not None and ctx.cache.hit and state.response_cache is not None:
+        return _answer_from_cache(state, ctx)
     return await _run_until_disconnect(state, ctx)
+
+
+def _answer_from_cache(state: RuntimeState, ctx: RequestContext) -> Response:
+    """A cache hit: one answered request, its rate-limit reservation settled with no tokens, no engine."""
+    assert state.response_cache is not None and ctx.cache is not None
+    settle_rate_limit(state, ctx, 0)
+    state.metrics.requests.labels(state.settings.model_name, ctx.tenant_label, "200").inc()
+    return state.response_cache.respond(ctx.cache, ctx.parsed, ctx.rate_limit_headers)
 
 
 async def _run_until_disconnect(state: RuntimeState, ctx: RequestContext) -> Response:
@@ -179,14 +189,16 @@ def _answer(state: RuntimeState, ctx: RequestContext, admitted: Admitted, result
     if ctx.tracker.client_gone:
         admitted.finish("499", disconnected=True)
         return Response(status_code=499)
+    if ctx.cache is not None and state.response_cache is not None:  # keep a complete, successful answer
+        result = state.response_cache.record(ctx.cache, result, ctx.tracker.token_counts)
     error = getattr(result, "error", None)
     if error is not None and hasattr(result, "model_dump"):
         status = int(getattr(error, "code", 500) or 500)
         if 400 <= status < 500:
             state.metrics.rejections.labels(state.settings.model_name, REJECTION_VALIDATION).inc()
         admitted.finish(str(status))
-        return JSONResponse(result.model_dump(), status_code=status, headers=ctx.rate_limit_headers)
+        return JSONResponse(result.model_dump(), status_code=status, headers=ctx.response_headers)
     if hasattr(result, "model_dump"):
         admitted.finish("200")
-        return JSONResponse(result.model_dump(), headers=ctx.rate_limit_headers)
-    return _AdmittedStreamingResponse(result, admitted, ctx.rate_limit_headers)
+        return JSONResponse(result.model_dump(), headers=ctx.response_headers)
+    return _AdmittedStreamingResponse(result, admitted, ctx.response_headers)

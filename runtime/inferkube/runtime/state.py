@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from inferkube.runtime.admission import AdmissionController
 from inferkube.runtime.engine import Engine, VLLMEngine
 from inferkube.runtime.metrics import RuntimeMetrics, get_metrics
+from inferkube.runtime.response_cache import build_response_cache
 from inferkube.runtime.settings import RuntimeSettings
 from inferkube.runtime.tenancy import RateLimiter, TenantRegistry, build_rate_limiter
 
@@ -45,6 +46,7 @@ class RuntimeState:
         self.limiter = limiter
         self.metrics = metrics
         self.admission = AdmissionController(settings.max_in_flight, settings.max_queued)
+        self.response_cache = build_response_cache(settings, metrics.cache)
         self.phase: str = LOADING
         self.on_fatal: Callable[[BaseException], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -82,6 +84,8 @@ class RuntimeState:
             self.phase = WARMING
             if self.settings.warmup:
                 await self.engine.warmup()
+            if self.response_cache is not None:
+                await self.response_cache.warm()
             self.phase = READY
             log.info("model %s ready", self.settings.model_name)
         except asyncio.CancelledError:
@@ -104,6 +108,8 @@ class RuntimeState:
         """Release the engine and the limiter's connections (end of the lifespan)."""
         await self.engine.stop()
         await self.limiter.close()
+        if self.response_cache is not None:
+            await self.response_cache.close()
 
 
 def runtime_state(app: FastAPI) -> RuntimeState:

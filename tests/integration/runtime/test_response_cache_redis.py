@@ -14,12 +14,13 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
+from inferkube.runtime.context import CHAT
 from inferkube.runtime.metrics import ResponseCacheMetrics
 from inferkube.runtime.response_cache import BYPASS, HIT, MISS, ResponseCache
 from inferkube.runtime.response_cache.keys import KEY_PREFIX
 from inferkube.runtime.response_cache.redis_store import RedisStore, decompress
-from inferkube.runtime.serving import CHAT, request_model
 from inferkube.runtime.tenancy.redis_limiter import KEY_PREFIX as RATE_LIMIT_PREFIX
+from inferkube.runtime.validation import request_model
 from tests.integration.runtime.test_ratelimit_redis import RedisServer
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,

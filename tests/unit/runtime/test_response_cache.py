@@ -13,11 +13,12 @@ import openai
 import pytest
 from prometheus_client import CollectorRegistry
 
+from inferkube.runtime.context import CHAT, COMPLETION
 from inferkube.runtime.metrics import ResponseCacheMetrics
 from inferkube.runtime.response_cache import BYPASS, HIT, MISS, SEMANTIC_HIT, MemoryStore, ResponseCache
 from inferkube.runtime.response_cache.replay import StreamAssembler, fresh_body, sse_events
 from inferkube.runtime.response_cache.semantic import SemanticMatcher, unit
-from inferkube.runtime.serving import CHAT, COMPLETION, request_model
+from inferkube.runtime.validation import request_model
 
 CHAT_BODY = {"object": "chat.completion", "model": "tiny", "choices": [
     {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "logprobs": None,
@@ -235,6 +236,7 @@ async def test_semantic_hit_within_the_threshold_for_the_same_conversation_and_t
     assert look.status == SEMANTIC_HIT and look.similarity is not None and 0.8 <= look.similarity < 1
     assert look.headers()["x-inferkube-cache"] == "semantic-hit"
     assert float(look.headers()["x-inferkube-cache-similarity"]) == pytest.approx(look.similarity, abs=1e-4)
+    cache.respond(look, chat("what is the capital of france please"))
     assert (await cache.lookup(CHAT, chat("tell me a joke about cats"), "a", None)).status == MISS
     assert (await cache.lookup(CHAT, chat("what is the capital of france please"), "b", None)).status == MISS
     other = chat("what is the capital of france please", max_tokens=3)

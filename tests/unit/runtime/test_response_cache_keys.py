@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from inferkube.runtime.context import CHAT, COMPLETION
 from inferkube.runtime.response_cache.keys import (
     canonical_request,
     exact_key,
@@ -21,7 +22,7 @@ from inferkube.runtime.response_cache.policy import (
     REASON_TOOLS,
     classify,
 )
-from inferkube.runtime.serving import CHAT, COMPLETION, request_model
+from inferkube.runtime.validation import request_model
 
 MSG = [{"role": "user", "content": "hi"}]
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}

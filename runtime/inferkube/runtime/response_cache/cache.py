@@ -116,9 +116,7 @@ class ResponseCache:
         except BackendUnavailable:
             look.store = False
             return self._bypass(look, REASON_BACKEND)
-        if look.hit:
-            self.metrics.hits.labels(self.model, "semantic" if look.status == SEMANTIC_HIT else "exact").inc()
-        else:
+        if not look.hit:  # a hit is counted when it is answered (`respond`), not if a later check refuses it
             self.metrics.misses.labels(self.model).inc()
         return look
 
@@ -164,6 +162,7 @@ class ResponseCache:
                                                    headers=all_headers)
         else:
             response = JSONResponse(body, headers=all_headers)
+        self.metrics.hits.labels(self.model, "semantic" if look.status == SEMANTIC_HIT else "exact").inc()
         self.metrics.hit_seconds.labels(self.model).observe(time.perf_counter() - look.started)
         return response
 
