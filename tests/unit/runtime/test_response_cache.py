@@ -214,6 +214,19 @@ async def test_a_stream_cut_short_or_ending_in_an_error_is_not_stored() -> None:
     _ = [p async for p in cache.record(look, _stream(errored), usage=lambda: (7, 2))]
     await cache.drain()
     assert (await cache.lookup(CHAT, chat(), "a", None)).status == MISS
+    closed: list[bool] = []
+
+    async def upstream_gen() -> AsyncIterator[str]:
+        try:
+            for event in upstream:
+                yield event
+        finally:
+            closed.append(True)
+
+    source = upstream_gen()
+    await source.__anext__()  # the engine stream has started; our wrapper has not
+    await cache.record(look, source, usage=lambda: (7, 2)).aclose()
+    assert closed == [True]  # closing the unstarted wrapper still closes (aborts) the engine stream
     assembler = StreamAssembler(CHAT)
     assembler.feed(upstream[0])
     assert assembler.body((1, 1)) is None  # no [DONE], no finish reason

@@ -19,9 +19,9 @@ from inferkube.runtime.metrics import ResponseCacheMetrics
 from inferkube.runtime.response_cache.keys import canonical_request, exact_key, scope_of, semantic_partition
 from inferkube.runtime.response_cache.policy import REASON_BACKEND, REASON_TOO_LARGE, classify
 from inferkube.runtime.response_cache.replay import (
+    RecordedStream,
     StreamAssembler,
     fresh_body,
-    recorded,
     sse_events,
     storable_body,
     stream_usage_wanted,
@@ -180,7 +180,7 @@ class ResponseCache:
                 if body is not None:
                     self._spawn(self._store(look, body))
 
-            return recorded(result, StreamAssembler(look.kind), done)
+            return RecordedStream(result, StreamAssembler(look.kind), done)
         return result
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -184,16 +184,36 @@ def _build_body(kind: str, model: str, choices: dict[int, _Choice], usage: dict[
     return storable_body(text.model_dump())
 
 
-async def recorded(stream: AsyncIterator[str], assembler: StreamAssembler,
-                   on_complete: Callable[[StreamAssembler], None]) -> AsyncIterator[str]:
-    """Pass the stream through unchanged; when it has been sent to its end, call `on_complete`.
-    Closing this generator closes `stream` at once (that is what aborts the engine request)."""
-    try:
-        async for piece in stream:
-            assembler.feed(piece)
-            yield piece
-    finally:
-        aclose = getattr(stream, "aclose", None)
+class RecordedStream:
+    """Passes a stream through unchanged and calls `on_complete` once it has been sent to its end.
+
+    `aclose()` closes the upstream stream at once, even when this one was never started (closing an
+    unstarted async generator would not reach it): that is what aborts the engine request.
+    """
+
+    def __init__(self, stream: AsyncIterator[str], assembler: StreamAssembler,
+                 on_complete: Callable[[StreamAssembler], None]) -> None:
+        self._stream = stream
+        self._assembler = assembler
+        self._on_complete: Callable[[StreamAssembler], None] | None = on_complete
+
+    def __aiter__(self) -> RecordedStream:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            piece = await self._stream.__anext__()
+        except StopAsyncIteration:
+            done, self._on_complete = self._on_complete, None
+            if done is not None:
+                done(self._assembler)
+            raise
+        self._assembler.feed(piece)
+        return piece
+
+    async def aclose(self) -> None:
+        """Close the upstream stream; a stream closed before its end is never stored."""
+        self._on_complete = None
+        aclose = getattr(self._stream, "aclose", None)
         if aclose is not None:
             await aclose()
-    on_complete(assembler)
