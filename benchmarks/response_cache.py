@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 from runtime_vs_vllm import free_port, start, stop
 
 SERVED = "tiny"
@@ -161,8 +162,6 @@ def start_redis(work: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
-    import redis
-
     while time.monotonic() < deadline:
         try:
             redis.Redis(host="127.0.0.1", port=port).ping()
@@ -205,6 +204,7 @@ def main() -> int:
             for config in (CONFIGS if round_no % 2 == 0 else CONFIGS[::-1]):
                 port = free_port()
                 log = work / f"{config}-{round_no}.log"
+                redis.Redis.from_url(redis_url).flushdb()  # every run starts from an empty cache
                 print(f"== round {round_no + 1}: cache {config} (log {log})", flush=True)
                 proc = start(server_command(config, model_dir, port, redis_url), port, "/ready", log)
                 try:
