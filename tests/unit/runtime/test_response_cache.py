@@ -255,3 +255,15 @@ async def test_semantic_hit_within_the_threshold_for_the_same_conversation_and_t
     other = chat("what is the capital of france please", max_tokens=3)
     assert (await cache.lookup(CHAT, other, "a", None)).status == MISS
     assert counter(cache, "hits", match="semantic") == 1
+
+
+class BrokenEmbedder:
+    def embed(self, text: str) -> np.ndarray:
+        raise RuntimeError("encoder gone")
+
+
+async def test_a_failing_encoder_is_a_plain_miss_and_exact_matching_goes_on() -> None:
+    cache = make_cache(semantic=SemanticMatcher(BrokenEmbedder(), threshold=0.9))
+    await miss_then_store(cache, chat("hello"))
+    assert (await cache.lookup(CHAT, chat("hello"), "a", None)).status == HIT
+    assert (await cache.lookup(CHAT, chat("hello there"), "a", None)).status == MISS

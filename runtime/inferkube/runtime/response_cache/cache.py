@@ -141,7 +141,12 @@ class ResponseCache:
 
     async def _semantic_lookup(self, look: CacheLookup) -> None:
         assert self.semantic is not None and look.partition is not None and look.text is not None
-        look.vector = await self.semantic.vector(look.text)
+        try:
+            look.vector = await self.semantic.vector(look.text)
+        except Exception as exc:  # noqa: BLE001 - a failing encoder makes this a plain miss, never an error
+            log.warning("response cache: embedding failed: %s", type(exc).__name__)
+            look.partition = None
+            return
         members = await self.store.index_members(look.partition)
         best = self.semantic.best(look.vector, members)
         if best is None:
