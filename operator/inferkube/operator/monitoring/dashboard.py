@@ -51,6 +51,16 @@ def _gpu(metric: str, agg: str) -> str:
     return f'{agg} by (pod) ({metric}{{namespace="$namespace"}} and on (namespace, pod) {anchor})'
 
 
+def _hit_ratio() -> str:
+    """hits / (hits + misses) of the response cache; 0 (not "no data") for a service without the cache."""
+    def rate_of(metric: str) -> str:
+        return f"(sum(rate({metric}{{{SEL}}}[{RATE}])) or vector(0))"
+
+    hits = rate_of(contract.METRIC_RESPONSE_CACHE_HITS_TOTAL)
+    misses = rate_of(contract.METRIC_RESPONSE_CACHE_MISSES_TOTAL)
+    return f"{hits} / clamp_min({hits} + {misses}, 1e-9)"
+
+
 def _latency_row() -> list[timeseries.Panel]:
     return [
         _panel("Time to first token", "s", "Streaming requests: arrival to first token.",
@@ -72,6 +82,8 @@ def _traffic_row() -> list[timeseries.Panel]:
                  "{{status}}")]),
         _panel("Rejections by reason", "reqps", "Requests refused before the engine, per second.",
                [(f"sum by (reason) (rate({contract.METRIC_REJECTIONS_TOTAL}{{{SEL}}}[{RATE}]))", "{{reason}}")]),
+        _panel("Response cache hit ratio", "percentunit", "Cacheable requests answered from the response cache "
+               "(hits / (hits + misses)); 0 when the cache is off (spec.responseCache).", [(_hit_ratio(), "hit ratio")]),
         _panel("Queue depth per replica", "short", "Admitted requests waiting for the engine (an HPA signal).",
                [(f"sum by (pod) ({contract.METRIC_QUEUE_DEPTH}{{{SEL}}})", "{{pod}}")]),
         _panel("KV-cache use per replica", "percentunit", "vLLM's KV cache in use (an HPA signal).",
