@@ -172,25 +172,16 @@ def _init_download(spec: InferenceServiceSpec, settings: OperatorSettings, key: 
     return [common.download_container(spec, settings, key, "download-model")]
 
 
-def _init_encoder(spec: InferenceServiceSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
-    """The semantic cache's encoder, fetched by the same downloader as the model (it is small: ~100 MB)."""
+def _init_encoder(spec: InferenceServiceSpec, settings: OperatorSettings, key: str) -> list[dict[str, Any]]:
+    """The semantic cache's encoder, fetched by the model's downloader container into scratch space (~100 MB)."""
     semantic = spec.response_cache.semantic
     if not spec.response_cache.enabled or semantic is None or semantic.model.startswith("builtin:"):
         return []
-    img, policy = common.image(spec, settings)
-    args = ["download", "--source", semantic.model, "--dest", ENCODER_DIR]
-    if semantic.revision:
-        args += ["--revision", semantic.revision]
-    return [{
-        "name": "download-encoder",
-        "image": img,
-        "imagePullPolicy": policy,
-        "args": args,
-        "env": [*common.home_env(), *common.hf_token_env(spec)],
-        "volumeMounts": [{"name": common.TMP_VOLUME, "mountPath": common.TMP_PATH}],
-        "securityContext": dict(common.RESTRICTED_CONTAINER_SECURITY),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }]
+    container = common.download_container(spec, settings, key, "download-encoder")
+    container["args"] = ["download", "--source", semantic.model, "--dest", ENCODER_DIR,
+                         *(["--revision", semantic.revision] if semantic.revision else [])]
+    container["volumeMounts"] = [{"name": common.TMP_VOLUME, "mountPath": common.TMP_PATH}]
+    return [container]
 
 
 def build_deployment(
@@ -228,7 +219,7 @@ def build_deployment(
         "volumes": volumes,
         **common.pod_scheduling(spec, settings),
     }
-    init = _init_download(spec, settings, key) + _init_encoder(spec, settings)
+    init = _init_download(spec, settings, key) + _init_encoder(spec, settings, key)
     if init:
         pod_spec["initContainers"] = init
     deployment_spec: dict[str, Any] = {
