@@ -16,6 +16,7 @@ from inferkube.operator.names import cache_key
 from inferkube.operator.parse import parse_service
 from inferkube.operator.render import render_children
 from inferkube.operator.settings import OperatorSettings
+from tests.schemas import NEWEST_K8S, validate_k8s
 from tests.unit.operator.conftest import EXAMPLES, REPO, by_kind, load_example, render
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -237,5 +238,6 @@ def test_response_cache_flags_and_encoder_fetched_by_the_downloader() -> None:
     assert args[args.index("--response-cache-max-bytes") + 1] == str(1024 * 1024)
     env = {e["name"] for e in pod["containers"][0]["env"]}
     assert "INFERKUBE_REDIS_URL" in env  # the cache's Redis is the rate limiter's
+    validate_k8s(by_kind(render(obj))["Deployment"], NEWEST_K8S)  # the init container is a valid Container
     off = example("cpu-tiny-kind")
     assert "--response-cache" not in by_kind(render(off))["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
