@@ -1,11 +1,15 @@
 """The checks a request passes before the engine, in the order they run (each may refuse it).
 
 Every check takes the server state and the request's context, fills in what it learns and raises an
-`ApiError` to refuse. The order is the tuples below: cheap checks first, the tokenizer late, the rate
-limit last (it reserves budget, which `run_checks` gives back if a later check refuses). Admission
-(the in-flight bound and its queue) follows in `serving.py`, where a client that goes away cancels it.
-A check relies only on what earlier checks filled in: `ctx.tenant` after `authenticate`, `ctx.parsed`,
-`ctx.n` and `ctx.streaming` after `read_request`, `ctx.estimated_tokens` after `estimate_tokens`,
+`ApiError` to refuse. The order is the tuples below: cheap checks first, so a refused request costs
+about the same whatever its size. Everything up to the context bound works on the raw JSON and byte
+sizes (`shape.py`); only then come vLLM's request model and, when the byte bounds cannot decide the
+context check, the tokenizer. The rate limit reserves budget, which `run_checks` gives back if a later
+check refuses. Taking the admission slot (or a place in its queue) follows in `serving.py`, where a
+client that goes away cancels it; `check_admission_room` only refuses early what it would refuse.
+A check relies only on what earlier checks filled in: `ctx.tenant` after `authenticate`, `ctx.body`
+after `read_body`, `ctx.shape` and `ctx.sequences` after `peek_request`, `ctx.estimated_tokens` after
+`take_rate_limit`, `ctx.parsed`, `ctx.n` and `ctx.streaming` after `parse_request`,
 `ctx.cache` after `look_up_response_cache`.
 """
 
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from inferkube.runtime import refusals, validation
+from inferkube.runtime import refusals, shape, validation
 from inferkube.runtime.context import CHAT, RequestContext
 from inferkube.runtime.state import FAILED, LOADING, WARMING, RuntimeState
 
@@ -48,27 +52,74 @@ async def refuse_until_ready(state: RuntimeState, ctx: RequestContext) -> None:
         raise refusals.engine_failed()
 
 
-async def read_request(state: RuntimeState, ctx: RequestContext) -> None:
-    """413 for a body over the limit, 400 for bad JSON or schema; sets the parsed request, `n`, streaming."""
+async def read_body(state: RuntimeState, ctx: RequestContext) -> None:
+    """415 unless the body is JSON, 413 over the size limit; a client gone mid-body ends the request (499)."""
+    validation.check_content_type(ctx.http)
+    settings = state.settings
+    ctx.body = await validation.read_body(ctx.http, settings.max_body_bytes, settings.body_timeout)
+
+
+async def peek_request(state: RuntimeState, ctx: RequestContext) -> None:
+    """400 for bad JSON or a lone surrogate; reads the request's shape (n, max_tokens, prompts, byte bounds)."""
     assert ctx.kind is not None
-    ctx.body = await validation.read_body(ctx.http, state.settings.max_body_bytes)
-    ctx.request = validation.parse_request(ctx.body, validation.request_model(ctx.kind))
-    ctx.n = validation.requested_n(ctx.request)
-    ctx.streaming = bool(getattr(ctx.request, "stream", False))
+    ctx.shape = shape.peek_request(ctx.body, ctx.kind == CHAT, state.engine.token_bounds)
+    ctx.sequences = ctx.shape.sequences
 
 
 async def check_model(state: RuntimeState, ctx: RequestContext) -> None:
     """404 for a model this server does not serve."""
-    validation.check_model(ctx.parsed, state.settings.model_name)
+    validation.check_model(ctx.peeked.model, state.settings.model_name)
 
 
 async def check_caps(state: RuntimeState, ctx: RequestContext) -> None:
-    """400 when n, max_tokens or the stop list exceed the configured caps."""
-    validation.check_caps(ctx.parsed, ctx.n, state.settings)
+    """400 when n, max_tokens, stop or token ids exceed the caps or what the engine accepts."""
+    engine = state.engine
+    validation.check_caps(ctx.peeked, state.settings, min(state.settings.max_stop_sequences,
+                                                          engine.max_stop_sequences), engine.vocab_size)
 
 
-async def estimate_tokens(state: RuntimeState, ctx: RequestContext) -> None:
-    """Tokenize the prompt(s): 400 over the context length; sets the token estimate the rate limit charges."""
+async def check_admission_room(state: RuntimeState, ctx: RequestContext) -> None:
+    """400 for more sequences than the whole in-flight bound, 429 when neither a slot nor the queue has room."""
+    state.admission.check_room(ctx.sequences, ctx.peeked.prompt_param if len(ctx.peeked.prompts) > 1 else "n")
+
+
+async def take_rate_limit(state: RuntimeState, ctx: RequestContext) -> None:
+    """429 (or 503 when its backend is down and it fails closed) unless the tenant's limits allow it.
+
+    Reserves the byte-bound upper estimate (reconciled with the engine's count when the request ends).
+    Only "can never fit the budget" is re-asked with the lower bound, so that verdict is never a guess.
+    """
+    limit_len, cap = state.engine.max_model_len, state.settings.max_tokens_cap
+    ctx.estimated_tokens = shape.estimate_tokens(ctx.peeked, limit_len, cap)
+    decision = await state.limiter.acquire(ctx.tenant, ctx.estimated_tokens)
+    if decision.exceeds_budget:
+        lower = shape.estimate_tokens(ctx.peeked, limit_len, cap, upper=False)
+        if lower < ctx.estimated_tokens:
+            ctx.estimated_tokens = lower
+            decision = await state.limiter.acquire(ctx.tenant, lower)
+    ctx.rate_limit_headers = dict(decision.headers)
+    if not decision.allowed:
+        raise refusals.rate_limited(decision)
+    ctx.reservation = decision
+
+
+async def check_context_bounds(state: RuntimeState, ctx: RequestContext) -> None:
+    """400 `context_length_exceeded` when the byte bounds prove a prompt too long; else note if unsure."""
+    ctx.needs_exact_count = validation.check_context_bounds(ctx.peeked, state.engine.max_model_len)
+
+
+async def parse_request(state: RuntimeState, ctx: RequestContext) -> None:
+    """400 for wrong types or values (vLLM's own request model); sets the parsed request, `n`, streaming."""
+    assert ctx.kind is not None
+    ctx.request = validation.parse_request(ctx.peeked.data, validation.request_model(ctx.kind))
+    ctx.n = validation.requested_n(ctx.request)
+    ctx.streaming = bool(getattr(ctx.request, "stream", False))
+
+
+async def check_context_exact(state: RuntimeState, ctx: RequestContext) -> None:
+    """Only when the byte bounds could not decide: tokenize the prompt(s) and check the context exactly."""
+    if not ctx.needs_exact_count:
+        return
     request, engine = ctx.parsed, state.engine
     if ctx.kind == CHAT:
         prompt_param = "messages"
@@ -82,29 +133,18 @@ async def estimate_tokens(state: RuntimeState, ctx: RequestContext) -> None:
             return validation.completion_prompt_tokens(request, engine.count_tokens)
     # Tokenizing a big body takes a while: keep the event loop (and /health) free meanwhile.
     prompts = await asyncio.to_thread(count) if len(ctx.body) > LARGE_BODY_BYTES else count()
-    ctx.estimated_tokens = validation.estimate_tokens(
-        prompts, validation.requested_max_tokens(request), ctx.n, engine.max_model_len,
-        state.settings.max_tokens_cap, prompt_param)
-
-
-async def take_rate_limit(state: RuntimeState, ctx: RequestContext) -> None:
-    """429 (or 503 when its backend is down and it fails closed) unless the tenant's limits allow it."""
-    decision = await state.limiter.acquire(ctx.tenant, ctx.estimated_tokens)
-    ctx.rate_limit_headers = dict(decision.headers)
-    if not decision.allowed:
-        raise refusals.rate_limited(decision)
-    ctx.reservation = decision
+    validation.check_context_exact(prompts, validation.requested_max_tokens(request), engine.max_model_len,
+                                   prompt_param)
 
 
 async def look_up_response_cache(state: RuntimeState, ctx: RequestContext) -> None:
-    """Ask the response cache (when on); a hit is charged one request and no tokens by the rate limit."""
+    """Ask the response cache (when on). It needs the parsed request, so it runs after the rate limit: a hit
+    is answered with its reservation settled at 0 tokens (one request, no tokens, as before)."""
     if state.response_cache is None:
         return
     assert ctx.kind is not None
     ctx.cache = await state.response_cache.lookup(ctx.kind, ctx.parsed, ctx.tenant.name,
                                                   ctx.http.headers.get("cache-control"), ctx.tracker.started)
-    if ctx.cache.hit:
-        ctx.estimated_tokens = 0
 
 
 def settle_rate_limit(state: RuntimeState, ctx: RequestContext, actual_tokens: int) -> None:
@@ -118,12 +158,16 @@ GENERATION_CHECKS: tuple[Check, ...] = (
     authenticate,           # 401
     refuse_while_draining,  # 503
     refuse_until_ready,     # 503
-    read_request,           # 413, 400
+    read_body,              # 415, 413
+    peek_request,           # 400 (JSON, surrogates); no request model, template or tokenizer yet
     check_model,            # 404
-    check_caps,             # 400
-    estimate_tokens,        # 400 (context length); the tokenizer runs here
-    look_up_response_cache,  # a hit is answered after the rate limit, without the engine
-    take_rate_limit,        # 429 / 503; reserves budget
+    check_caps,             # 400 (n, max_tokens, stop, token ids)
+    check_admission_room,   # 400 (more sequences than the bound), 429
+    take_rate_limit,        # 429 / 503; reserves the byte-bound estimate
+    check_context_bounds,   # 400 (context length, certain from the byte bounds)
+    parse_request,          # 400 (vLLM's request model)
+    look_up_response_cache,  # a hit is answered without admission or engine; its tokens are refunded
+    check_context_exact,    # 400 (context length); the tokenizer runs here, only when the bounds cannot decide
 )
 MODELS_CHECKS: tuple[Check, ...] = (authenticate, refuse_until_ready)
 

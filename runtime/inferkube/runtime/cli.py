@@ -31,7 +31,11 @@ _FLAGS: list[tuple[str, dict]] = [
     ("--default-tokens-per-minute", {"type": int, "help": "limit for tenants without their own"}),
     ("--max-tokens-cap", {"type": int, "help": "largest max_tokens accepted (default 4096)"}),
     ("--max-n", {"type": int, "help": "largest n accepted (default 16)"}),
-    ("--max-stop-sequences", {"type": int, "help": "longest stop list accepted (default 16)"}),
+    ("--max-stop-sequences", {"type": int, "help": "longest stop list accepted (default 4, vLLM's limit)"}),
+    ("--max-connections", {"type": int, "help": "open connections at most, beyond: 503 (default 1024)"}),
+    ("--header-timeout", {"type": float, "help": "seconds to send a request head (default 10)"}),
+    ("--body-timeout", {"type": float, "help": "seconds to send a request body (default 30)"}),
+    ("--keep-alive-timeout", {"type": float, "help": "seconds an idle connection stays open (default 5)"}),
     ("--max-body-bytes", {"type": int, "help": "largest request body (default 1048576)"}),
     ("--model-revision", {"help": "revision of the served weights (response-cache keys include it)"}),
     ("--response-cache", {"action": argparse.BooleanOptionalAction,
@@ -87,9 +91,10 @@ def serve_main(argv: list[str]) -> int:
     except ValidationError as exc:
         print(f"inferkube-runtime serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    from inferkube.runtime.server import serve
+    from inferkube.runtime.server import exit_now, serve
 
-    return serve(settings)
+    exit_now(serve(settings))
+    return 0  # not reached
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ No other channel (context variables, loose parameter lists) carries request stat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from pydantic import BaseModel
@@ -16,6 +17,9 @@ from inferkube.runtime.engine import RequestTracker
 from inferkube.runtime.logs import request_id
 from inferkube.runtime.response_cache.cache import CacheLookup
 from inferkube.runtime.tenancy import ANONYMOUS, RateLimitDecision, Tenant
+
+if TYPE_CHECKING:
+    from inferkube.runtime.shape import RequestShape
 
 CHAT = "chat"
 COMPLETION = "completion"
@@ -30,15 +34,19 @@ class RequestContext:
     tenant: Tenant = ANONYMOUS
     tenant_label: str = ANONYMOUS.name  # the bounded `tenant` metric label
     body: bytes = b""
+    shape: RequestShape | None = None  # what the cheap checks read from the raw JSON (shape.py)
+    sequences: int = 1  # admission slots: prompts x n (x best_of)
+    needs_exact_count: bool = False  # the byte bounds could not decide the context check
     request: BaseModel | None = None  # vLLM's ChatCompletionRequest / CompletionRequest, once parsed
     n: int = 1  # choices asked for per prompt
     streaming: bool = False
-    estimated_tokens: int = 0  # prompt + n x max_tokens, what the rate limit charges up front
+    estimated_tokens: int = 0  # upper bound of prompt + n x max_tokens, what the rate limit reserves up front
     rate_limit_headers: dict[str, str] = field(default_factory=dict)
     # The allowed rate-limit decision until it is settled with the real token count (then None).
     reservation: RateLimitDecision | None = None
     tracker: RequestTracker = field(default_factory=RequestTracker)
     cache: CacheLookup | None = None  # the response cache's decision (None: the cache is off)
+    cut: bool = False  # ended by the drain deadline (answered 503)
     request_id: str = ""  # the caller's X-Request-Id when it is a plain token, else a random one
 
     def __post_init__(self) -> None:
@@ -51,6 +59,13 @@ class RequestContext:
         if self.cache is None:
             return self.rate_limit_headers
         return {**self.rate_limit_headers, **self.cache.headers()}
+
+    @property
+    def peeked(self) -> RequestShape:
+        """The request's shape (only after the check that decodes the body)."""
+        if self.shape is None:
+            raise RuntimeError("the request body has not been decoded yet")
+        return self.shape
 
     @property
     def parsed(self) -> BaseModel:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from fastapi import Request
 
 from inferkube.runtime.settings import RuntimeSettings
+from inferkube.runtime.shape import TokenBounds
 from inferkube.runtime.tinymodel import resolve_model
 
 log = logging.getLogger("inferkube.runtime.engine")
@@ -28,21 +29,23 @@ log = logging.getLogger("inferkube.runtime.engine")
 ServingResult = Any
 
 
-@dataclass
+@dataclass(slots=True)
 class _GeneratorCounts:
     """What one engine generator (one prompt of a request) has produced so far."""
 
     prompt_tokens: int = 0
-    per_index: dict[int, int] = field(default_factory=dict)
+    per_index: dict[int, int] = field(default_factory=dict)  # cumulative outputs only
     finished: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestTracker:
     """Token counts and timings of one HTTP request's engine work, summed over all its generators.
 
     vLLM makes one generator per prompt (a completion request may carry several prompts) and each
     numbers its outputs from 0, so every generator gets its own counters (see `new_generator`).
+    Streams report deltas (each output holds only its new tokens: a sum, no per-index state); a
+    non-streaming answer reports cumulative outputs, usually once at the end.
     """
 
     started: float = field(default_factory=time.perf_counter)
@@ -52,7 +55,8 @@ class RequestTracker:
     completion_tokens: int = 0
     finished: bool = False
     client_gone: bool = False
-    _generators: dict[int, _GeneratorCounts] = field(default_factory=dict)
+    _generators: list[_GeneratorCounts] = field(default_factory=list)
+    _unfinished: int = 0
 
     def token_counts(self) -> tuple[int, int]:
         """(prompt tokens, completion tokens) the engine has reported so far."""
@@ -60,33 +64,38 @@ class RequestTracker:
 
     def new_generator(self) -> int:
         """A fresh id for one more engine generator of this request."""
-        gid = len(self._generators)
-        self._generators[gid] = _GeneratorCounts()
-        return gid
+        self._generators.append(_GeneratorCounts())
+        self._unfinished += 1
+        return len(self._generators) - 1
 
     def record_output(self, output: Any, delta: bool, generator: int = 0) -> None:
         """Record one engine output (a vLLM RequestOutput or anything with the same fields)."""
-        counts = self._generators.setdefault(generator, _GeneratorCounts())
+        while generator >= len(self._generators):
+            self.new_generator()
+        counts = self._generators[generator]
         if not counts.prompt_tokens:
-            prompt_ids = getattr(output, "prompt_token_ids", None)
+            prompt_ids = output.prompt_token_ids
             if prompt_ids:
                 counts.prompt_tokens = len(prompt_ids)
                 self.prompt_tokens += counts.prompt_tokens
-        per_index = counts.per_index
-        for completion in output.outputs or ():
-            n = len(completion.token_ids or ())
-            seen = per_index.get(completion.index, 0)
-            if delta:
-                per_index[completion.index] = seen + n
-                self.completion_tokens += n
-            else:
+        if delta:
+            new = 0
+            for completion in output.outputs or ():
+                new += len(completion.token_ids or ())
+        else:
+            new = 0
+            per_index = counts.per_index
+            for completion in output.outputs or ():
+                n = len(completion.token_ids or ())
+                new += n - per_index.get(completion.index, 0)
                 per_index[completion.index] = n
-                self.completion_tokens += n - seen
+        self.completion_tokens += new
         if self.first_token_at is None and self.completion_tokens:
             self.first_token_at = time.perf_counter()
-        if output.finished:
+        if output.finished and not counts.finished:
             counts.finished = True
-            if all(g.finished for g in self._generators.values()):
+            self._unfinished -= 1
+            if self._unfinished == 0:
                 self.finished = True
                 self.finished_at = time.perf_counter()
 
@@ -114,6 +123,9 @@ class Engine(Protocol):
 
     model_name: str
     max_model_len: int
+    vocab_size: int  # token ids a prompt may hold: 0 .. vocab_size - 1
+    max_stop_sequences: int  # the longest `stop` list the engine accepts
+    token_bounds: TokenBounds  # byte bounds on token counts, from the tokenizer (set by start)
 
     async def start(self) -> None:
         """Load the model; returns when requests can be served."""
@@ -143,9 +155,16 @@ class Engine(Protocol):
 async def _observe(agen: AsyncIterator[Any], tracker: RequestTracker,
                    delta: bool) -> AsyncGenerator[Any, None]:
     generator = tracker.new_generator()
+    record = tracker.record_output
+    fast = False  # a stream past its first token: only its new tokens need adding up
     try:
         async for output in agen:
-            tracker.record_output(output, delta, generator)
+            if fast and not output.finished:
+                for completion in output.outputs or ():
+                    tracker.completion_tokens += len(completion.token_ids or ())
+            else:
+                record(output, delta, generator)
+                fast = delta and tracker.first_token_at is not None and tracker.prompt_tokens > 0
             yield output
     finally:
         aclose = getattr(agen, "aclose", None)
@@ -199,6 +218,25 @@ def error_from_exception(exc: Exception) -> Any:
     return err
 
 
+def token_bounds_of(tokenizer: Any) -> TokenBounds:
+    """Longest vocabulary entry in bytes and the special tokens added to a prompt (once, at start-up)."""
+    vocab = tokenizer.get_vocab()
+    decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+    if "ByteLevel" in repr(decoder):  # one character of a byte-level entry stands for one byte
+        longest = max((len(t) for t in vocab), default=1)
+    else:
+        longest = max((len(t.encode("utf-8", "surrogatepass")) for t in vocab), default=1)
+    return TokenBounds(max_token_bytes=max(1, longest),
+                       special_tokens=len(tokenizer.encode("", add_special_tokens=True)))
+
+
+def engine_stop_limit() -> int:
+    """The longest `stop` list vLLM's request models accept (`VLLM_MAX_STOP_STRINGS`)."""
+    from vllm import envs
+
+    return int(envs.VLLM_MAX_STOP_STRINGS)
+
+
 class VLLMEngine:
     """vLLM's AsyncLLM plus vLLM's own OpenAI serving classes."""
 
@@ -206,10 +244,14 @@ class VLLMEngine:
         self.settings = settings
         self.model_name = settings.model_name
         self.max_model_len = 0
+        self.vocab_size = 0
+        self.max_stop_sequences = engine_stop_limit()
+        self.token_bounds = TokenBounds()
         self._llm: Any = None
         self._state: Any = None
         self._tokenizer: Any = None
         self._stopping = False
+        self._shutdown_timeout: float | None = 0  # vLLM's `--shutdown-timeout` (its server's default: 0)
 
     async def start(self) -> None:
         """Build the engine from our settings (and extra args) with vLLM's own argument parser."""
@@ -231,8 +273,9 @@ class VLLMEngine:
             llm = AsyncLLM.from_vllm_config(
                 vllm_config=vllm_config, usage_context=UsageContext.OPENAI_API_SERVER,
                 enable_log_requests=False, disable_log_stats=engine_args.disable_log_stats)
+            self._shutdown_timeout = vllm_config.shutdown_timeout
             if self._stopping:  # shut down while loading: do not leave an engine process behind
-                llm.shutdown()
+                llm.shutdown(timeout=self._shutdown_timeout)
                 raise RuntimeError("engine start abandoned: server is shutting down")
             return args, llm
 
@@ -242,7 +285,9 @@ class VLLMEngine:
         self._state = State()
         await init_app_state(self._llm, self._state, args, supported)
         self.max_model_len = int(self._llm.model_config.max_model_len)
+        self.vocab_size = int(self._llm.model_config.get_vocab_size())
         self._tokenizer = self._llm.get_tokenizer()
+        self.token_bounds = await asyncio.to_thread(token_bounds_of, self._tokenizer)
 
     async def warmup(self) -> None:
         """One real one-token completion through the serving layer."""
@@ -255,10 +300,12 @@ class VLLMEngine:
             raise RuntimeError(f"warm-up failed: {result.error.message}")
 
     async def stop(self) -> None:
-        """Shut the engine down (an engine still being built shuts itself down when done)."""
+        """Shut the engine down the way vLLM's own server does, `AsyncLLM.shutdown(timeout=shutdown_timeout)`
+        (our drain has already ended every request; without the timeout vLLM waits 5 s before it kills
+        its engine core). An engine still being built shuts itself down when done."""
         self._stopping = True
         if self._llm is not None:
-            self._llm.shutdown()
+            self._llm.shutdown(timeout=self._shutdown_timeout)
             self._llm = None
 
     def count_tokens(self, text: str) -> int:

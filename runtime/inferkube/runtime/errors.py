@@ -13,7 +13,9 @@ _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     429: "rate_limit_error",
     500: "internal_error",
     503: "service_unavailable",
@@ -44,10 +46,10 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
                       "param": param, "code": code}}
 
 
-def error_response(err: ApiError) -> JSONResponse:
-    """Render an ApiError as a JSON response with its headers."""
+def error_response(err: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Render an ApiError as a JSON response with its headers (and any extra `headers`)."""
     return JSONResponse(error_body(err.status, err.message, err.param, err.code), status_code=err.status,
-                        headers=err.headers)
+                        headers={**(headers or {}), **err.headers})
 
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -114,11 +114,23 @@ class RuntimeMetrics:
         self._backend_errors_seen = 0
         self._tenants: set[str] = set()
         self._lock = threading.Lock()
+        # Children by label values: `.labels()` takes a lock and builds a key on every call; the label
+        # sets are bounded (one model, <= MAX_TENANT_LABELS + 2 tenants, a few statuses).
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def tenant_label(self, name: str | None) -> str:
         """Map a tenant name to a bounded label value."""
         if not name:
             return ANONYMOUS.name
+        if name in self._tenants:  # the common case, without the lock
+            return name
         with self._lock:
             if name in self._tenants:
                 return name
@@ -134,27 +146,35 @@ class RuntimeMetrics:
 
     def count_refusal(self, model: str, tenant_label: str, reason: str, status: int) -> None:
         """A request refused before the engine: one rejection by reason, one answered request by status."""
-        self.rejections.labels(model, reason).inc()
-        self.requests.labels(model, tenant_label, str(status)).inc()
+        self.count_rejection(model, reason)
+        self.count_answer(model, tenant_label, str(status))
+
+    def count_rejection(self, model: str, reason: str) -> None:
+        """One refusal by reason."""
+        self._child(self.rejections, model, reason).inc()
+
+    def count_answer(self, model: str, tenant_label: str, status: str) -> None:
+        """One answered request by tenant and HTTP status (every answer goes through here)."""
+        self._child(self.requests, model, tenant_label, status).inc()
 
     def observe_finished(self, model: str, ctx: RequestContext, status: str, disconnected: bool) -> None:
         """An admitted request has ended: its status, latencies and the tokens the engine counted."""
         t = ctx.tracker
         end = t.finished_at or time.perf_counter()
-        self.requests.labels(model, ctx.tenant_label, status).inc()
-        self.e2e.labels(model).observe(end - t.started)
+        self.count_answer(model, ctx.tenant_label, status)
+        self._child(self.e2e, model).observe(end - t.started)
         # A non-streaming answer arrives all at once at the end: its TTFT/TPOT would be meaningless.
         if ctx.streaming and t.first_token_at is not None:
-            self.ttft.labels(model).observe(t.first_token_at - t.started)
+            self._child(self.ttft, model).observe(t.first_token_at - t.started)
             per_seq = t.completion_tokens / max(1, ctx.n)
             if per_seq > 1:
-                self.tpot.labels(model).observe((end - t.first_token_at) / (per_seq - 1))
+                self._child(self.tpot, model).observe((end - t.first_token_at) / (per_seq - 1))
         if t.prompt_tokens:
-            self.prompt_tokens.labels(model, ctx.tenant_label).inc(t.prompt_tokens)
+            self._child(self.prompt_tokens, model, ctx.tenant_label).inc(t.prompt_tokens)
         if t.completion_tokens:
-            self.completion_tokens.labels(model, ctx.tenant_label).inc(t.completion_tokens)
+            self._child(self.completion_tokens, model, ctx.tenant_label).inc(t.completion_tokens)
         if disconnected:
-            self.disconnects.labels(model).inc()
+            self._child(self.disconnects, model).inc()
 
     def bind_gauges(self, model: str, queued: Callable[[], int], in_flight: Callable[[], int]) -> None:
         """Wire the gauges that are read at scrape time (queue depth, in flight, KV-cache use)."""

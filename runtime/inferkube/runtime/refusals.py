@@ -64,6 +64,13 @@ def server_overloaded(retry_after: float) -> ApiError:
                     reason=REJECTION_ADMISSION, headers=_retry_after(retry_after))
 
 
+def too_many_sequences(weight: int, bound: int, param: str = "n") -> ApiError:
+    """400: the request alone puts more sequences into the engine than the whole in-flight bound."""
+    return ApiError(400, f"The request asks for {weight} sequences (prompts x n x best_of); this server runs "
+                    f"at most {bound} at once. Send fewer prompts or a smaller n.", param=param,
+                    code="request_too_large")
+
+
 def rate_limited(decision: RateLimitDecision) -> ApiError:
     """The refusal for a limiter decision: 429 to wait out, 429 without Retry-After for a request that can
     never fit the tenant's budget, 503 when the limiter's backend is down and it fails closed."""

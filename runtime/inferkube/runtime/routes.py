@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -14,9 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from inferkube.api.contract import HEALTH_PATH, METRICS_PATH, READY_PATH
 from inferkube.runtime.checks import MODELS_CHECKS, run_checks
 from inferkube.runtime.context import CHAT, COMPLETION, RequestContext
-from inferkube.runtime.errors import ApiError, error_body
+from inferkube.runtime.errors import ApiError
 from inferkube.runtime.refusals import refusal_response
-from inferkube.runtime.serving import serve_generation
+from inferkube.runtime.serving import internal_error, serve_generation
 from inferkube.runtime.state import DRAINING, FAILED, READY, runtime_state
 from inferkube.runtime.validation import request_model
 
@@ -63,38 +62,30 @@ def _body_spec(kind: str) -> dict[str, Any]:
             (413, "Body too large"), (429, "Rate limited or over capacity"), (503, "Loading or draining"))}}
 
 
-async def _guarded(call: Awaitable[Response]) -> Response:
-    """Run a route; an unexpected error becomes a 500 error object and a log line without its message
-    (exception messages can quote request content, which must never reach the logs)."""
-    try:
-        return await call
-    except Exception as exc:  # noqa: BLE001
-        log.error("unexpected error: %s", exc.__class__.__name__)
-        return JSONResponse(error_body(500, "Internal server error."), status_code=500)
-
-
 @openai_api.get("/v1/models")
-async def list_models(http: Request) -> JSONResponse:
+async def list_models(http: Request) -> Response:
     """The served model (OpenAI list format)."""
     state = runtime_state(http.app)
     ctx = RequestContext(http)
     try:
         await run_checks(MODELS_CHECKS, state, ctx)
+        return JSONResponse(await state.engine.models())
     except ApiError as err:
         return refusal_response(state, ctx, err)
-    return JSONResponse(await state.engine.models())
+    except Exception as exc:  # noqa: BLE001 - answered and counted like every other 500
+        return internal_error(state, ctx, exc)
 
 
 @openai_api.post("/v1/chat/completions", openapi_extra=_body_spec(CHAT))
 async def chat_completions(http: Request) -> Response:
     """OpenAI chat completions (JSON, or SSE when stream=true)."""
-    return await _guarded(serve_generation(CHAT, http))
+    return await serve_generation(CHAT, http)
 
 
 @openai_api.post("/v1/completions", openapi_extra=_body_spec(COMPLETION))
 async def completions(http: Request) -> Response:
     """OpenAI text completions (JSON, or SSE when stream=true)."""
-    return await _guarded(serve_generation(COMPLETION, http))
+    return await serve_generation(COMPLETION, http)
 
 
 def install_openapi(app: FastAPI) -> None:

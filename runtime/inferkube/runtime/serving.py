@@ -8,6 +8,7 @@ generator is cancelled).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -18,13 +19,18 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from inferkube.api.contract import REJECTION_VALIDATION
+from inferkube.runtime import refusals
 from inferkube.runtime.checks import GENERATION_CHECKS, run_checks, settle_rate_limit
 from inferkube.runtime.context import CHAT, RequestContext
 from inferkube.runtime.engine import ServingResult
-from inferkube.runtime.errors import ApiError, error_body
+from inferkube.runtime.errors import ApiError, error_body, error_response
 from inferkube.runtime.logs import log_request
 from inferkube.runtime.refusals import refusal_response
 from inferkube.runtime.state import RuntimeState, runtime_state
+from inferkube.runtime.validation import ClientGone, context_exceeded
+
+# The `param` of vLLM's own context-length errors (its renderer's token and character checks).
+ENGINE_CONTEXT_PARAMS = ("input_tokens", "input_text")
 
 log = logging.getLogger("inferkube.runtime.serving")
 
@@ -45,12 +51,12 @@ class Admitted:
     done: bool = False
 
     def finish(self, status: str, disconnected: bool = False) -> None:
-        """Release the slot, record metrics, and reconcile the rate limit with the real token count."""
+        """Release the slots, record metrics, and reconcile the rate limit with the real token count."""
         if self.done:
             return
         self.done = True
         state, t = self.state, self.ctx.tracker
-        state.admission.release()
+        state.admission.release(self.ctx.sequences)
         state.metrics.observe_finished(state.settings.model_name, self.ctx, status, disconnected)
         log_request(state.settings.model_name, self.ctx, status)
         settle_rate_limit(state, self.ctx, t.prompt_tokens + t.completion_tokens)
@@ -67,17 +73,30 @@ async def _aclose(gen: Any) -> None:
         log.warning("closing a response stream failed: %s", type(exc).__name__)
 
 
+def draining_event() -> str:
+    """The last SSE event of a stream cut at the drain deadline (followed by `[DONE]`)."""
+    err = refusals.server_draining(1)
+    return f"data: {json.dumps(error_body(err.status, err.message, code=err.code))}\n\ndata: [DONE]\n\n"
+
+
 async def _guarded_stream(gen: AsyncIterator[str], admitted: Admitted) -> AsyncGenerator[str, None]:
-    completed = False
+    status = "499"
+    cut = admitted.state.cut
     try:
         async for chunk in gen:
+            if cut.done():  # the drain deadline has passed: end the stream with an error event
+                admitted.ctx.cut = True
+                status = "503"
+                await _aclose(gen)
+                yield draining_event()
+                return
             yield chunk
-        completed = True
+        status = "200"
     finally:
         try:
             await _aclose(gen)
         finally:
-            admitted.finish("200" if completed else "499", disconnected=not completed)
+            admitted.finish(status, disconnected=status == "499")
 
 
 class _AdmittedStreamingResponse(StreamingResponse):
@@ -104,16 +123,36 @@ class _AdmittedStreamingResponse(StreamingResponse):
 
 
 async def serve_generation(kind: str, http: Request) -> Response:
-    """Handle POST /v1/chat/completions or /v1/completions end to end."""
+    """Handle POST /v1/chat/completions or /v1/completions end to end; every answer is counted once."""
     state = runtime_state(http.app)
     ctx = RequestContext(http, kind)
     try:
         await run_checks(GENERATION_CHECKS, state, ctx)
     except ApiError as err:
         return refusal_response(state, ctx, err)
-    if ctx.cache is not None and ctx.cache.hit and state.response_cache is not None:
-        return _answer_from_cache(state, ctx)
-    return await _run_until_disconnect(state, ctx)
+    except ClientGone:
+        log.debug("client disconnected while sending its body")
+        state.metrics.count_answer(state.settings.model_name, ctx.tenant_label, "499")
+        log_request(state.settings.model_name, ctx, "499")
+        return Response(status_code=499)
+    except Exception as exc:  # noqa: BLE001 - a bug must still answer an error object and be counted
+        return internal_error(state, ctx, exc)
+    try:
+        if ctx.cache is not None and ctx.cache.hit and state.response_cache is not None:
+            return _answer_from_cache(state, ctx)
+        return await _run_until_disconnect(state, ctx)
+    except Exception as exc:  # noqa: BLE001 - as above; the slot and reservation are released on the way
+        return internal_error(state, ctx, exc)
+
+
+def internal_error(state: RuntimeState, ctx: RequestContext, exc: Exception) -> Response:
+    """An unexpected error: a 500 error object, counted like every answer, logged without its message
+    (exception messages can quote request content, which must never reach the logs)."""
+    log.error("unexpected error: %s", exc.__class__.__name__)
+    settle_rate_limit(state, ctx, 0)
+    state.metrics.count_answer(state.settings.model_name, ctx.tenant_label, "500")
+    log_request(state.settings.model_name, ctx, "500")
+    return JSONResponse(error_body(500, "Internal server error."), status_code=500)
 
 
 def _answer_from_cache(state: RuntimeState, ctx: RequestContext) -> Response:
@@ -128,8 +167,9 @@ async def _run_until_disconnect(state: RuntimeState, ctx: RequestContext) -> Res
     """Admit and run the request, cancelling it when the client goes away first (answered 499)."""
     work = asyncio.create_task(_admit_and_run(state, ctx))
     watch = asyncio.create_task(_listen_for_disconnect(ctx.http))
+    cut: asyncio.Future[Any] = state.cut
     try:
-        done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({work, watch, cut}, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:  # this handler was cancelled (shutdown): the work must not run on unseen
         watch.cancel()
         work.cancel()
@@ -138,12 +178,18 @@ async def _run_until_disconnect(state: RuntimeState, ctx: RequestContext) -> Res
     if work in done:
         watch.cancel()
         return work.result()
-    ctx.tracker.client_gone = True
+    if watch in done:
+        ctx.tracker.client_gone = True
+    else:  # the drain deadline passed before the answer was ready
+        watch.cancel()
+        ctx.cut = True
     work.cancel()
     try:
         await work
     except (asyncio.CancelledError, Exception):
         pass
+    if ctx.cut:
+        return error_response(refusals.server_draining(state.admission.retry_after))
     return Response(status_code=499)
 
 
@@ -158,7 +204,7 @@ def _drop_unsent(state: RuntimeState, work: asyncio.Task) -> None:
 
 async def _admit_and_run(state: RuntimeState, ctx: RequestContext) -> Response:
     try:
-        await state.admission.acquire()
+        await state.admission.acquire(ctx.sequences)
     except ApiError as err:
         settle_rate_limit(state, ctx, 0)
         return refusal_response(state, ctx, err)
@@ -169,7 +215,7 @@ async def _admit_and_run(state: RuntimeState, ctx: RequestContext) -> Response:
     try:
         result = await _call_engine(state, ctx)
     except asyncio.CancelledError:
-        admitted.finish("499", disconnected=True)
+        admitted.finish("503" if ctx.cut else "499", disconnected=not ctx.cut)
         raise
     except Exception as exc:  # noqa: BLE001 - an engine failure must still answer with an error object
         log.error("engine call failed: %s", type(exc).__name__)
@@ -195,8 +241,11 @@ def _answer(state: RuntimeState, ctx: RequestContext, admitted: Admitted, result
     if error is not None and hasattr(result, "model_dump"):
         status = int(getattr(error, "code", 500) or 500)
         if 400 <= status < 500:
-            state.metrics.rejections.labels(state.settings.model_name, REJECTION_VALIDATION).inc()
+            state.metrics.count_rejection(state.settings.model_name, REJECTION_VALIDATION)
         admitted.finish(str(status))
+        if getattr(error, "param", None) in ENGINE_CONTEXT_PARAMS:  # vLLM's exact context check
+            err = context_exceeded(ctx.peeked.prompt_param, state.engine.max_model_len)
+            return error_response(err, ctx.response_headers)
         return JSONResponse(result.model_dump(), status_code=status, headers=ctx.response_headers)
     if hasattr(result, "model_dump"):
         admitted.finish("200")

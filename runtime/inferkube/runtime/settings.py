@@ -33,6 +33,10 @@ class RuntimeSettings(BaseSettings):
     port: int = Field(RUNTIME_PORT, ge=0, le=65535)
     log_level: str = "info"
     log_format: Literal["text", "json"] = Field("text", description="text, or one JSON object per line.")
+    max_connections: int = Field(1024, ge=1, description="Open connections at most; beyond: 503 (uvicorn).")
+    header_timeout: float = Field(10.0, gt=0, description="Seconds a client has to send a request head.")
+    body_timeout: float = Field(30.0, gt=0, description="Seconds a client has to send a request body.")
+    keep_alive_timeout: float = Field(5.0, ge=1, description="Seconds an idle keep-alive connection stays open.")
 
     # --- admission and drain ----------------------------------------------------------------
     max_in_flight: int = Field(256, ge=1, description="Requests handed to the engine at once.")
@@ -68,7 +72,7 @@ class RuntimeSettings(BaseSettings):
     # --- input caps -------------------------------------------------------------------------
     max_tokens_cap: int = Field(4096, ge=1, description="Largest max_tokens a request may ask for.")
     max_n: int = Field(16, ge=1, description="Largest n (choices per request).")
-    max_stop_sequences: int = Field(16, ge=0, description="Longest stop list.")
+    max_stop_sequences: int = Field(4, ge=0, description="Longest stop list (at most the engine's limit).")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes.")
 
     @model_validator(mode="after")

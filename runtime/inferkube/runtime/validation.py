@@ -1,19 +1,21 @@
-"""The rules a request must meet before the engine: body size, JSON, schema, model name, caps, context length.
+"""The rules a request must meet before the engine: media type, body size, schema, model name, caps, context.
 
-Pure functions over the parsed request; `checks.py` runs them in order on a request's context.
+Pure functions over the request's shape (`shape.py`) or the parsed request; `checks.py` runs them in order.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from inferkube.runtime.context import CHAT
 from inferkube.runtime.errors import ApiError
 from inferkube.runtime.settings import RuntimeSettings
+from inferkube.runtime.shape import RequestShape
 
 PER_MESSAGE_OVERHEAD = 4  # role markers and separators a chat template adds per message
 
@@ -29,18 +31,48 @@ def request_model(kind: str) -> type[BaseModel]:
     return CompletionRequest
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """Read the body, refusing (413) anything over `max_bytes` without buffering it all."""
+MAX_MODEL_NAME_IN_ERRORS = 64  # characters of an unknown model name echoed back
+MAX_STOP_CHARS = 1024  # longest single stop sequence (each is searched for after every token)
+JSON_TYPES = ("application/json",)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body arrived (answered 499 and logged at debug)."""
+
+
+def check_content_type(request: Request) -> None:
+    """415 unless the body is declared JSON (`application/json` or `application/*+json`; absent is taken as JSON)."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media in JSON_TYPES or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise ApiError(415, "Request body must be JSON: send 'Content-Type: application/json'.",
+                   code="unsupported_media_type")
+
+
+async def read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
+    """Read the body, refusing (413) anything over `max_bytes` without buffering it all, and (408, closing
+    the connection) a body that has not arrived within `timeout` seconds."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, f"Request body is larger than {max_bytes} bytes.", code="request_too_large")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, f"Request body is larger than {max_bytes} bytes.", code="request_too_large")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ApiError(413, f"Request body is larger than {max_bytes} bytes.",
+                                   code="request_too_large")
+                chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone() from None
+    except TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within {timeout:.0f} seconds.",
+                       code="request_timeout", headers={"Connection": "close"}) from None
     return b"".join(chunks)
 
 
@@ -49,23 +81,8 @@ def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
     return str(loc[0]) if loc else None
 
 
-def parse_request(body: bytes, model_cls: type[BaseModel]) -> BaseModel:
-    """Parse JSON into vLLM's request model; malformed JSON or wrong types -> 400 naming the field."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"Request body is not valid JSON: {exc.__class__.__name__}.",
-                       code="invalid_json") from None
-    except RecursionError:
-        raise ApiError(400, "Request body is not valid JSON: nested too deeply.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "Request body must be a JSON object.", code="invalid_json")
-    if "messages" in model_cls.model_fields:
-        # vLLM's before-validators iterate `messages` and raise TypeError on other shapes.
-        messages = data.get("messages")
-        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            raise ApiError(400, "'messages' must be a list of message objects.", param="messages",
-                           code="invalid_value")
+def parse_request(data: dict[str, Any], model_cls: type[BaseModel]) -> BaseModel:
+    """Validate the decoded JSON with vLLM's request model; wrong types or values -> 400 naming the field."""
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:
@@ -79,12 +96,14 @@ def parse_request(body: bytes, model_cls: type[BaseModel]) -> BaseModel:
         raise ApiError(400, f"Invalid request: {exc}", param=param, code="invalid_value") from None
 
 
-def check_model(request: Any, served_name: str) -> None:
-    """Unknown model -> 404 (an empty/absent model means the served one, as in vLLM)."""
-    if request.model and request.model != served_name:
-        raise ApiError(404, f"The model '{request.model}' does not exist; this server serves "
-                       f"'{served_name}'.",
-                       param="model", code="model_not_found")
+def check_model(model: Any, served_name: str) -> None:
+    """Unknown model -> 404 (an empty/absent model means the served one, as in vLLM; a non-string is the
+    full parse's 400). The echoed name is cut to MAX_MODEL_NAME_IN_ERRORS characters."""
+    if not isinstance(model, str) or not model or model == served_name:
+        return
+    shown = model if len(model) <= MAX_MODEL_NAME_IN_ERRORS else model[:MAX_MODEL_NAME_IN_ERRORS] + "..."
+    raise ApiError(404, f"The model '{shown}' does not exist; this server serves '{served_name}'.",
+                   param="model", code="model_not_found")
 
 
 def requested_max_tokens(request: Any) -> int | None:
@@ -99,24 +118,38 @@ def requested_n(request: Any) -> int:
     return getattr(request, "n", None) or 1
 
 
-def check_caps(request: Any, n: int, settings: RuntimeSettings) -> None:
-    """n, max_tokens and the stop list within the configured caps -> else 400 naming the parameter."""
-    if n > settings.max_n:
-        raise ApiError(400, f"'n' is {n}; this server allows at most {settings.max_n}.", param="n",
+def check_caps(shape: RequestShape, settings: RuntimeSettings, max_stop: int, vocab_size: int) -> None:
+    """n, max_tokens, the stop list and token ids within the caps (and the engine's limits) -> else 400."""
+    if shape.n > settings.max_n:
+        raise ApiError(400, f"'n' is {shape.n}; this server allows at most {settings.max_n}.", param="n",
                        code="invalid_value")
-    max_tokens = requested_max_tokens(request)
-    param = "max_completion_tokens" if vars(request).get("max_completion_tokens") else "max_tokens"
+    max_tokens, param = shape.max_tokens, shape.max_tokens_param
     if max_tokens is not None and max_tokens > settings.max_tokens_cap:
         raise ApiError(400, f"'{param}' is {max_tokens}; this server allows at most "
-                       f"{settings.max_tokens_cap}.",
-                       param=param, code="invalid_value")
+                       f"{settings.max_tokens_cap}.", param=param, code="invalid_value")
     if max_tokens is not None and max_tokens < 1 and param == "max_completion_tokens":
         raise ApiError(400, f"'{param}' must be at least 1.", param=param, code="invalid_value")
-    stop = getattr(request, "stop", None)
-    n_stop = len(stop) if isinstance(stop, list) else (1 if stop else 0)
-    if n_stop > settings.max_stop_sequences:
-        raise ApiError(400, f"'stop' has {n_stop} sequences; this server allows at most "
-                       f"{settings.max_stop_sequences}.", param="stop", code="invalid_value")
+    if len(shape.stop) > max_stop:
+        raise ApiError(400, f"'stop' has {len(shape.stop)} sequences; this server allows at most {max_stop}.",
+                       param="stop", code="invalid_value")
+    if any(isinstance(s, str) and len(s) > MAX_STOP_CHARS for s in shape.stop):
+        raise ApiError(400, f"A 'stop' sequence is longer than {MAX_STOP_CHARS} characters.", param="stop",
+                       code="invalid_value")
+    for prompt in shape.prompts:
+        ids = prompt.token_ids
+        if ids and not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab_size for t in ids):
+            raise ApiError(400, f"'prompt' holds a token id outside this model's vocabulary (0..{vocab_size - 1}).",
+                           param="prompt", code="invalid_value")
+
+
+def check_context_bounds(shape: RequestShape, max_model_len: int) -> bool:
+    """400 when a prompt is surely too long (its lower bound); True when only the tokenizer can tell."""
+    uncertain = False
+    for p in shape.prompts:
+        check_context(p.lower, shape.max_tokens, max_model_len, shape.prompt_param, at_least=p.lower < p.upper)
+        room = max_model_len - p.upper
+        uncertain |= room <= 0 or (shape.max_tokens is not None and shape.max_tokens > room)
+    return uncertain
 
 
 def _content_text(content: Any) -> str:
@@ -158,23 +191,27 @@ def completion_prompt_tokens(request: Any, count_tokens: Any) -> list[int]:
     return [0]
 
 
-def check_context(prompt_tokens: int, max_tokens: int | None, max_model_len: int, prompt_param: str) -> int:
-    """Prompt (+ max_tokens) must fit the context: else 400. Returns the completion-token budget used."""
+def context_exceeded(prompt_param: str, max_model_len: int, size: str | None = None) -> ApiError:
+    """400 `context_length_exceeded` for a prompt that does not fit (`size`: its token count, if known)."""
+    what = f"The prompt is {size} tokens" if size else "The prompt is too long"
+    return ApiError(400, f"{what}; this model's context is {max_model_len}.", param=prompt_param,
+                    code="context_length_exceeded")
+
+
+def check_context(prompt_tokens: int, max_tokens: int | None, max_model_len: int, prompt_param: str, *,
+                  at_least: bool = False) -> None:
+    """Prompt (+ max_tokens) must fit the context: else 400 `context_length_exceeded`."""
+    size = f"at least {prompt_tokens}" if at_least else str(prompt_tokens)
     if prompt_tokens >= max_model_len:
-        raise ApiError(400, f"The prompt is {prompt_tokens} tokens; this model's context is {max_model_len}.",
-                       param=prompt_param, code="context_length_exceeded")
+        raise context_exceeded(prompt_param, max_model_len, size)
     if max_tokens is not None and prompt_tokens + max_tokens > max_model_len:
-        raise ApiError(400, f"'max_tokens' ({max_tokens}) plus the prompt ({prompt_tokens} tokens) exceeds "
+        raise ApiError(400, f"'max_tokens' ({max_tokens}) plus the prompt ({size} tokens) exceeds "
                        f"this model's context of {max_model_len} tokens.", param="max_tokens",
                        code="context_length_exceeded")
-    return max_tokens if max_tokens is not None else max_model_len - prompt_tokens
 
 
-def estimate_tokens(prompt_tokens: list[int], max_tokens: int | None, n: int, max_model_len: int,
-                    cap: int, prompt_param: str) -> int:
-    """Estimated prompt + completion tokens of a request (for rate limits); checks the context too."""
-    total = 0
+def check_context_exact(prompt_tokens: list[int], max_tokens: int | None, max_model_len: int,
+                        prompt_param: str) -> None:
+    """The exact context check with the tokenizer's counts (only when the byte bounds cannot decide)."""
     for p in prompt_tokens:
-        budget = check_context(p, max_tokens, max_model_len, prompt_param)
-        total += p + n * min(budget, cap)
-    return total
+        check_context(p, max_tokens, max_model_len, prompt_param)

@@ -29,6 +29,7 @@ SERVED_NAME = "tiny"
 MAIN_KEY = "sk-main-CANARYKEY-0123456789"
 LIMITED_KEY = "sk-limited-4567"
 TINY_TPM_KEY = "sk-tinytpm-8901"
+OVERLIMIT_KEY = "sk-overlimit-2345"
 PROMPT_CANARY = "PROMPTCANARY-7f3a9"
 ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
@@ -123,12 +124,14 @@ def wait_until_ready(server: RuntimeServer, ready_timeout: float = 300) -> None:
 
 
 def write_tenants_file(path: Path) -> Path:
-    """A tenants file: a generous main tenant, one with 2 requests/minute, one with a tiny token budget."""
+    """A tenants file: a generous main tenant, one with 2 requests/minute, one with a tiny token budget, and one
+    with 1 request/minute (for the over-the-limit tests)."""
     path.write_text(
         "tenants:\n"
         f"  - name: main\n    key: {MAIN_KEY}\n"
         f"  - name: limited\n    key: {LIMITED_KEY}\n    requestsPerMinute: 2\n"
         f"  - name: tinytpm\n    key: {TINY_TPM_KEY}\n    tokensPerMinute: 100\n"
+        f"  - name: overlimit\n    key: {OVERLIMIT_KEY}\n    requestsPerMinute: 1\n"
     )
     return path
 
@@ -147,7 +150,8 @@ def runtime_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     server = start_runtime_server(
         tiny_model_dir,
         ["--tenants-file", str(tenants), "--max-in-flight", "4", "--max-queued", "4", "--max-tokens-cap", "2000",
-         "--max-n", "4", "--max-stop-sequences", "4", "--max-body-bytes", "65536", "--drain-timeout", "5", "--", "--enforce-eager"],
+         "--max-n", "4", "--max-stop-sequences", "4", "--max-body-bytes", "65536", "--drain-timeout", "5",
+         "--header-timeout", "3", "--body-timeout", "3", "--", "--enforce-eager"],
         log_path=work / "server.log")
     yield server
     server.stop()

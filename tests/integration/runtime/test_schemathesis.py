@@ -7,12 +7,16 @@ from collections import Counter
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.integration.runtime.conftest import MAIN_KEY, SERVED_NAME, RuntimeServer
 
 pytestmark = pytest.mark.engine
 MAX_GENERATED_TOKENS = 8
 MAX_EXAMPLES = 60
+# Text a fuzzer should try and schema-driven generation never does: lone surrogates and control characters.
+HOSTILE_TEXT = st.text(st.one_of(st.characters(categories=("Cs",)), st.characters(categories=("Cc",)),
+                                 st.characters()), min_size=1, max_size=12)
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +64,38 @@ def test_generated_requests_never_get_5xx(api_schema) -> None:
         run()
     # The generated inputs really reached the engine, not only the validators.
     assert seen[("/v1/completions", 2)] > 0 and seen[("/v1/chat/completions", 2)] > 0, seen
+
+
+def _string_slots(value: object, depth: int = 0) -> list[tuple[object, object]]:
+    """(container, key) of every string in the body, a few levels deep, plus the prompt/messages slots."""
+    slots: list[tuple[object, object]] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(item, str):
+            slots.append((value, key))
+        elif depth < 3:
+            slots.extend(_string_slots(item, depth + 1))
+    return slots
+
+
+def test_hostile_strings_never_get_5xx(api_schema) -> None:
+    """Lone surrogates and control characters in any string field (model, prompt, content, stop, ...)."""
+    seen: Counter = Counter()
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        operation = api_schema[path]["POST"]
+
+        @given(case=operation.as_strategy(), text=HOSTILE_TEXT, pick=st.integers(min_value=0), stop=st.booleans())
+        @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
+                  derandomize=True, database=None)
+        def run(case: schemathesis.Case, text: str, pick: int, stop: bool) -> None:
+            _bound_generation(case.body)
+            if isinstance(case.body, dict):
+                if stop:
+                    case.body["stop"] = [text]
+                slots = _string_slots(case.body)
+                container, key = slots[pick % len(slots)]
+                container[key] = text  # type: ignore[index]  # a dict or a list, both indexable by their key
+            _check(case, seen)
+
+        run()
+    assert sum(n for (_, cls), n in seen.items() if cls == 4) > 0, seen  # the hostile inputs were refused

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from inferkube.runtime.engine import RequestTracker
+from inferkube.runtime.shape import TokenBounds
 
 
 class _Result:
@@ -26,11 +27,15 @@ class EngineDouble:
                  delay: float = 0.0, start_delay: float = 0.0, fail_start: bool = False) -> None:
         self.model_name = model_name
         self.max_model_len = max_model_len
+        self.vocab_size = 1000
+        self.max_stop_sequences = 4
+        self.token_bounds = TokenBounds(max_token_bytes=8, special_tokens=1)
         self.tokens = tokens
         self.delay = delay
         self.start_delay = start_delay
         self.fail_start = fail_start
         self.calls = 0
+        self.tokenized = 0  # count_tokens calls (the runtime's own tokenizer use)
         self.cancelled = 0
         self.streamed = 0  # stream tokens handed out
         self.stream_aborted = 0  # streams closed or cancelled before their end
@@ -50,6 +55,7 @@ class EngineDouble:
         self.stopped = True
 
     def count_tokens(self, text: str) -> int:
+        self.tokenized += 1
         return len(text.split())
 
     def is_healthy(self) -> bool:

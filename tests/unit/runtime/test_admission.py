@@ -65,3 +65,34 @@ async def test_draining_refuses_with_503_and_waits_for_idle() -> None:
     assert await adm.wait_idle(0.05) is False
     asyncio.get_running_loop().call_later(0.05, adm.release)
     assert await adm.wait_idle(2) is True
+
+
+async def test_requests_weigh_their_sequences() -> None:
+    adm = AdmissionController(max_in_flight=4, max_queued=4)
+    await adm.acquire(3)
+    waiter = asyncio.ensure_future(adm.acquire(2))  # 3 + 2 > 4: waits
+    await asyncio.sleep(0)
+    assert adm.in_flight == 3 and adm.queued == 2 and not waiter.done()
+    with pytest.raises(ApiError) as exc:
+        adm.check_room(3)  # 2 queued + 3 > 4
+    assert exc.value.status == 429
+    with pytest.raises(ApiError) as exc:
+        adm.check_room(5, "prompt")  # can never run
+    assert exc.value.status == 400 and exc.value.param == "prompt" and "5 sequences" in exc.value.message
+    adm.release(3)
+    await asyncio.wait_for(waiter, 1)
+    assert adm.in_flight == 2 and adm.queued == 0
+
+
+async def test_drain_deadline_refuses_the_queue_with_503() -> None:
+    adm = AdmissionController(max_in_flight=1, max_queued=2)
+    await adm.acquire()
+    waiters = [asyncio.ensure_future(adm.acquire()) for _ in range(2)]
+    await asyncio.sleep(0)
+    adm.start_draining()
+    assert adm.refuse_queued() == 2
+    for w in waiters:
+        with pytest.raises(ApiError) as exc:
+            await w
+        assert exc.value.status == 503 and exc.value.code == "server_draining" and exc.value.headers["Retry-After"]
+    assert adm.queued == 0 and adm.in_flight == 1
