@@ -79,7 +79,10 @@ async def check_caps(state: RuntimeState, ctx: RequestContext) -> None:
 
 
 async def check_admission_room(state: RuntimeState, ctx: RequestContext) -> None:
-    """400 for more sequences than the whole in-flight bound, 429 when neither a slot nor the queue has room."""
+    """400 for more sequences than the whole in-flight bound, 429 when neither a slot nor the queue has room
+    (a response-cache hit needs no slot)."""
+    if ctx.cache is not None and ctx.cache.hit:
+        return
     state.admission.check_room(ctx.sequences, ctx.peeked.prompt_param if len(ctx.peeked.prompts) > 1 else "n")
 
 
@@ -90,7 +93,8 @@ async def take_rate_limit(state: RuntimeState, ctx: RequestContext) -> None:
     Only "can never fit the budget" is re-asked with the lower bound, so that verdict is never a guess.
     """
     limit_len, cap = state.engine.max_model_len, state.settings.max_tokens_cap
-    ctx.estimated_tokens = shape.estimate_tokens(ctx.peeked, limit_len, cap)
+    hit = ctx.cache is not None and ctx.cache.hit  # a response-cache hit: one request, no tokens
+    ctx.estimated_tokens = 0 if hit else shape.estimate_tokens(ctx.peeked, limit_len, cap)
     decision = await state.limiter.acquire(ctx.tenant, ctx.estimated_tokens)
     if decision.exceeds_budget:
         lower = shape.estimate_tokens(ctx.peeked, limit_len, cap, upper=False)
@@ -111,6 +115,8 @@ async def check_context_bounds(state: RuntimeState, ctx: RequestContext) -> None
 async def parse_request(state: RuntimeState, ctx: RequestContext) -> None:
     """400 for wrong types or values (vLLM's own request model); sets the parsed request, `n`, streaming."""
     assert ctx.kind is not None
+    if ctx.request is not None:  # already parsed for the response cache
+        return
     ctx.request = validation.parse_request(ctx.peeked.data, validation.request_model(ctx.kind))
     ctx.n = validation.requested_n(ctx.request)
     ctx.streaming = bool(getattr(ctx.request, "stream", False))
@@ -138,10 +144,11 @@ async def check_context_exact(state: RuntimeState, ctx: RequestContext) -> None:
 
 
 async def look_up_response_cache(state: RuntimeState, ctx: RequestContext) -> None:
-    """Ask the response cache (when on). It needs the parsed request, so it runs after the rate limit: a hit
-    is answered with its reservation settled at 0 tokens (one request, no tokens, as before)."""
+    """Ask the response cache (when on; it needs the parsed request, so then the full parse comes here, before
+    admission and the rate limit): a hit takes no admission slot and is charged one request and no tokens."""
     if state.response_cache is None:
         return
+    await parse_request(state, ctx)
     assert ctx.kind is not None
     ctx.cache = await state.response_cache.lookup(ctx.kind, ctx.parsed, ctx.tenant.name,
                                                   ctx.http.headers.get("cache-control"), ctx.tracker.started)
@@ -162,11 +169,11 @@ GENERATION_CHECKS: tuple[Check, ...] = (
     peek_request,           # 400 (JSON, surrogates); no request model, template or tokenizer yet
     check_model,            # 404
     check_caps,             # 400 (n, max_tokens, stop, token ids)
+    look_up_response_cache,  # only when the cache is on: the full parse, then the lookup; a hit skips admission
     check_admission_room,   # 400 (more sequences than the bound), 429
-    take_rate_limit,        # 429 / 503; reserves the byte-bound estimate
+    take_rate_limit,        # 429 / 503; reserves the byte-bound estimate (a cache hit: no tokens)
     check_context_bounds,   # 400 (context length, certain from the byte bounds)
     parse_request,          # 400 (vLLM's request model)
-    look_up_response_cache,  # a hit is answered without admission or engine; its tokens are refunded
     check_context_exact,    # 400 (context length); the tokenizer runs here, only when the bounds cannot decide
 )
 MODELS_CHECKS: tuple[Check, ...] = (authenticate, refuse_until_ready)
