@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from inferkube.runtime import refusals, shape, validation
 from inferkube.runtime.context import CHAT, RequestContext
 from inferkube.runtime.state import FAILED, LOADING, WARMING, RuntimeState
+from inferkube.runtime.tenancy import REASON_BACKEND_UNAVAILABLE
 
 Check = Callable[[RuntimeState, RequestContext], Awaitable[None]]
 
@@ -50,6 +51,22 @@ async def refuse_until_ready(state: RuntimeState, ctx: RequestContext) -> None:
         raise refusals.model_loading()
     if state.phase == FAILED:
         raise refusals.engine_failed()
+
+
+async def precheck_admission(state: RuntimeState, ctx: RequestContext) -> None:
+    """429 before the body is read when not even one sequence has a slot or a place in the queue (with the
+    response cache on this waits for the lookup: a hit needs no slot)."""
+    if state.response_cache is None:
+        state.admission.check_room(1)
+
+
+async def precheck_rate_limit(state: RuntimeState, ctx: RequestContext) -> None:
+    """429 before the body is read when the tenant could send no request at all now (request bucket empty,
+    token debt, every concurrency slot taken); nothing is reserved here."""
+    decision = await state.limiter.precheck(ctx.tenant)
+    if not decision.allowed and decision.reason != REASON_BACKEND_UNAVAILABLE:
+        ctx.rate_limit_headers = dict(decision.headers)
+        raise refusals.rate_limited(decision)
 
 
 async def read_body(state: RuntimeState, ctx: RequestContext) -> None:
@@ -165,6 +182,8 @@ GENERATION_CHECKS: tuple[Check, ...] = (
     authenticate,           # 401
     refuse_while_draining,  # 503
     refuse_until_ready,     # 503
+    precheck_admission,     # 429 when not even one sequence has room (before the body is read)
+    precheck_rate_limit,    # 429 when the tenant can send nothing now (before the body is read)
     read_body,              # 415, 413
     peek_request,           # 400 (JSON, surrogates); no request model, template or tokenizer yet
     check_model,            # 404

@@ -106,6 +106,20 @@ def test_tenant_over_its_limit_gets_429_not_the_tokenizers_answer(runtime_server
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded", r.text
 
 
+def test_tenant_over_its_limit_is_refused_before_its_body_is_read(runtime_server: RuntimeServer) -> None:
+    """The 429 comes from the headers alone: a 200 KB body that is announced but never sent is not waited for
+    (reading it would end in the 3 s body timeout's 408 instead)."""
+    headers = {"Authorization": f"Bearer {OVERLIMIT_KEY}", "Content-Type": "application/json"}
+    for _ in range(2):  # empty the tenant's bucket (1 request per minute), whatever earlier tests left
+        _post(runtime_server, "/v1/completions", {"model": SERVED_NAME, "prompt": "x", "max_tokens": 1}, headers)
+    answer, _ = _raw(runtime_server, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + OVERLIMIT_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 200000\r\nConnection: close\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 429"), head
+    assert b"retry-after" in head.lower() and json.loads(body)["error"]["code"] == "rate_limit_exceeded"
+
+
 def test_long_unknown_model_name_is_not_echoed_whole(runtime_server: RuntimeServer) -> None:
     r = _post(runtime_server, "/v1/completions", {"model": "m" * 50_000, "prompt": "x"})
     assert len(_error(r, 404, "model")["message"]) < 300

@@ -200,6 +200,27 @@ async def test_concurrency_is_shared_and_released(
     sync.close()
 
 
+async def test_precheck_is_shared_and_takes_nothing(
+    redis_server: RedisServer, make_limiter: Factory, name: str
+) -> None:
+    """One replica's precheck sees what the other took; it never takes a request or a slot itself."""
+    a, b = make_limiter(redis_server.url), make_limiter(redis_server.url)
+    tenant = Tenant(name, requests_per_minute=2, max_concurrent=1)
+    for _ in range(3):
+        assert (await a.precheck(tenant)).allowed
+    assert (await b.acquire(tenant, 1)).headers["x-ratelimit-remaining-requests"] == "1"
+    busy = await a.precheck(tenant)
+    assert not busy.allowed and busy.reason == "concurrency"
+    await b.complete(tenant, 1, 1)
+    assert (await a.acquire(tenant, 1)).allowed
+    await a.complete(tenant, 1, 1)
+    empty = await b.precheck(tenant)
+    assert not empty.allowed and empty.reason == "requests" and 29 <= empty.retry_after <= 30
+    sync = redis_server.client()
+    assert sync.zcard(tenant_keys(name)[2]) == 0
+    sync.close()
+
+
 async def test_dead_replica_does_not_leak_its_slot(
     redis_server: RedisServer, make_limiter: Factory, name: str
 ) -> None:

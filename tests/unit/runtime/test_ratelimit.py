@@ -228,3 +228,22 @@ def test_build_rate_limiter_validates_backend() -> None:
         build_rate_limiter("redis", None, True, None, None)
     with pytest.raises(ValueError, match="unknown rate-limit backend"):
         build_rate_limiter("memcached", None, True, None, None)
+
+
+async def test_precheck_answers_without_taking_anything(clock: FakeClock) -> None:
+    """The check before the body is read: refuses exactly when any request would be refused, takes nothing."""
+    lim = limiter(clock)
+    tenant = Tenant("p", requests_per_minute=2, max_concurrent=1)
+    for _ in range(3):
+        assert (await lim.precheck(tenant)).allowed
+    first = await lim.acquire(tenant, 1)
+    assert first.allowed and first.headers["x-ratelimit-remaining-requests"] == "1"  # the prechecks took none
+    busy = await lim.precheck(tenant)
+    assert not busy.allowed and busy.reason == "concurrency"
+    await lim.complete(tenant, 1, 1)
+    assert (await lim.acquire(tenant, 1)).allowed
+    await lim.complete(tenant, 1, 1)
+    empty = await lim.precheck(tenant)
+    assert not empty.allowed and empty.reason == "requests" and empty.retry_after == pytest.approx(30.0)
+    assert lim.in_flight(tenant) == 0
+    assert (await lim.precheck(Tenant("unlimited"))).allowed

@@ -153,6 +153,11 @@ class RateLimiter(Protocol):
         """Take one request, `estimated_tokens` tokens and a concurrency slot, or say why not."""
         ...
 
+    async def precheck(self, tenant: Tenant) -> RateLimitDecision:
+        """What `acquire` would answer now for a request of no tokens, taking nothing: a refusal here
+        (request bucket empty, token debt, every slot taken) refuses any request of the tenant."""
+        ...
+
     async def complete(self, tenant: Tenant, estimated_tokens: int, actual_tokens: int,
                        ticket: Ticket | None = None) -> None:
         """Reconcile tokens with the actual usage and free the concurrency slot (`ticket`: the decision's)."""

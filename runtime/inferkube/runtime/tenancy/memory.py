@@ -135,11 +135,17 @@ class MemoryRateLimiter:
         """Take one request, `estimated_tokens` tokens and a concurrency slot, or say why not."""
         return self.acquire_now(tenant, estimated_tokens)
 
-    def acquire_now(self, tenant: Tenant, estimated_tokens: int) -> RateLimitDecision:
-        """Synchronous `acquire` (the memory backend never waits)."""
+    async def precheck(self, tenant: Tenant) -> RateLimitDecision:
+        """What `acquire` would answer now for a request of no tokens, taking nothing."""
+        return self.acquire_now(tenant, 0, take=False)
+
+    def acquire_now(self, tenant: Tenant, estimated_tokens: int, take: bool = True) -> RateLimitDecision:
+        """Synchronous `acquire` (the memory backend never waits); `take=False` only asks."""
         cost = max(0, int(estimated_tokens))
         limits = self.limits_for(tenant)
         if limits.unlimited:
+            if not take:
+                return RateLimitDecision(allowed=True)
             with self._lock:
                 self._states.setdefault(tenant.name, _TenantState()).in_flight += 1
             return RateLimitDecision(allowed=True)
@@ -165,6 +171,8 @@ class MemoryRateLimiter:
                     headers=self._headers(limits, state),
                     message=rejection_message(tenant, reason, retry_after),
                 )
+            if not take:
+                return RateLimitDecision(allowed=True, headers=self._headers(limits, state))
             if req is not None:
                 req.adjust(-1)
             if tok is not None:

@@ -7,7 +7,7 @@
 -- KEYS[3] concurrency     (zset lease->expiry) inferkube:rl:{tenant}:concurrency
 -- ARGV[1] op: "acquire" | "complete" | "renew"
 -- acquire:  ARGV[2] rpm, [3] tpm, [4] max concurrent (0 = unlimited), [5] cost (tokens),
---           [6] window ms, [7] lease id, [8] lease ttl ms
+--           [6] window ms, [7] lease id, [8] lease ttl ms, [9] "peek" to only ask (nothing is taken)
 --           returns {allowed, reason, retry_ms, req_level_milli, req_reset_ms, tok_level_milli, tok_reset_ms}
 --           reason: 0 ok, 1 requests, 2 tokens, 3 concurrency, 4 tokens over the whole budget
 -- complete: ARGV[2] tpm, [3] token delta (estimated - actual; positive refunds), [4] window ms,
@@ -72,7 +72,7 @@ if op == 'acquire' then
       if redis.call('ZCARD', KEYS[3]) >= maxc then reason = 3 end
     end
   end
-  if reason == 0 then
+  if reason == 0 and ARGV[9] ~= 'peek' then
     if rpm > 0 then rl = rl - 1; store(KEYS[1], rl, rpm, window) end
     if tpm > 0 then tl = tl - cost; store(KEYS[2], tl, tpm, window) end
     if maxc > 0 then

@@ -236,6 +236,26 @@ class RedisRateLimiter:
                 retry_after=BACKEND_RETRY_AFTER,
                 message="rate-limit backend unavailable; request refused (fail closed)",
             )
+        return self._decision(tenant, limits, reply, cost, lease)
+
+    async def precheck(self, tenant: Tenant) -> RateLimitDecision:
+        """What `acquire` would answer now for a request of no tokens, taking nothing (one read-only script
+        call). A backend failure says "allowed": the `acquire` that follows applies fail open/closed."""
+        limits = self.limits_for(tenant)
+        if limits.unlimited:
+            return RateLimitDecision(allowed=True)
+        args: list[Any] = ["acquire", limits.requests_per_minute or 0, limits.tokens_per_minute or 0,
+                           limits.max_concurrent or 0, 0, self._window_ms, "", self._lease_ttl_ms, "peek"]
+        try:
+            reply = await self._call(self._script(keys=tenant_keys(tenant.name, self._prefix), args=args))
+        except _BACKEND_ERRORS:
+            return RateLimitDecision(allowed=True)
+        return self._decision(tenant, limits, reply, 0, None)
+
+    def _decision(self, tenant: Tenant, limits: EffectiveLimits, reply: Any, cost: int,
+                  lease: str | None) -> RateLimitDecision:
+        """The script's reply as a decision; an allowed one with a lease holds that slot (a ticket)."""
+        rpm, tpm, maxc = limits.requests_per_minute or 0, limits.tokens_per_minute or 0, limits.max_concurrent or 0
         allowed, code, retry_ms, r_milli, r_reset, t_milli, t_reset = (int(x) for x in reply)
         headers = ratelimit_headers(
             limits,
@@ -246,7 +266,7 @@ class RedisRateLimiter:
         )
         if allowed:
             ticket = None
-            if maxc:
+            if maxc and lease is not None:
                 ticket = self._admit(tenant.name, lease)
                 self._ensure_renewer()
             return RateLimitDecision(allowed=True, headers=headers, ticket=ticket)
