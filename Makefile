@@ -59,3 +59,5 @@ bench: venv
 	$(PY) benchmarks/operator_reconcile.py
 	$(PY) benchmarks/cache_warm_vs_cold.py
 	$(PY) benchmarks/autoscaling.py
+	$(PY) benchmarks/overload.py
+	$(PY) benchmarks/response_cache.py
