@@ -1,6 +1,9 @@
 """Operator reconcile benchmark: latency, API writes, idle writes and peak RSS for 1 and N InferenceServices.
 
-Usage: ``.venv/bin/python benchmarks/operator_reconcile.py [--count 500] [--idle-seconds 60]``
+Usage: ``.venv/bin/python benchmarks/operator_reconcile.py [--count 500] [--idle-seconds 60] [--quotas 10]``
+
+With ``--quotas Q`` the emulator holds Q InferenceQuotas before the operator starts; service i is labelled
+``team: t(i mod Q)`` and quota t(k) selects its team, so every service is decided by a quota (all fit).
 
 Three processes per size: this driver, the Kubernetes API emulator (``tests.kube_emulator``, its own
 process, started with ``multiprocessing`` so the driver can read its write counters over a pipe) and the
@@ -40,12 +43,14 @@ POLL = 0.005  # seconds between convergence checks inside the emulator process
 RESULTS = REPO / "benchmarks" / "results" / "operator_reconcile.json"
 
 
-def service(name: str) -> dict[str, Any]:
-    """One InferenceService: no model cache (the Deployment is created at once), no ServiceMonitor, 1 replica."""
+def service(name: str, quotas: int = 0) -> dict[str, Any]:
+    """One InferenceService: no model cache (the Deployment is created at once), no ServiceMonitor, 1 replica;
+    with quotas, labelled with the team whose quota selects it."""
+    labels = {"team": f"t{sum(map(ord, name)) % quotas}"} if quotas else {}
     return {
         "apiVersion": GROUP_VERSION,
         "kind": "InferenceService",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
         "spec": {
             "model": {"source": f"hf://bench/model-{name}", "revision": "main"},
             "replicas": 1,
@@ -53,6 +58,13 @@ def service(name: str) -> dict[str, Any]:
             "monitoring": {"serviceMonitor": False},
         },
     }
+
+
+def quota(index: int) -> dict[str, Any]:
+    """Team t(index)'s InferenceQuota: selects its team's services in the benchmark namespace, room for all."""
+    return {"apiVersion": GROUP_VERSION, "kind": "InferenceQuota", "metadata": {"name": f"t{index}"},
+            "spec": {"selector": {"namespaces": [NS], "serviceSelector": {"matchLabels": {"team": f"t{index}"}}},
+                     "limits": {"gpus": 10000, "replicas": 10000}}}
 
 
 # --------------------------------------------------------------------------- emulator process
@@ -99,19 +111,22 @@ def _write_kind(verb: str, path: str) -> str:
     return f"{verb} {parts[-2] if verb != 'POST' else parts[-1]}"
 
 
-def emulator_main(conn: Connection) -> None:
+def emulator_main(conn: Connection, quotas: int = 0) -> None:
     """Serve the emulator in this process and answer the driver's commands on `conn` until "stop"."""
-    from inferkube.operator.crd import build_crd
+    from inferkube.operator.crd import build_crd, build_quota_crd
     from tests.kube_emulator import KubeEmulator
     from tests.kube_emulator.store import ApiError
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops us with "stop"
     kube = KubeEmulator(namespaces=("default", NS)).start()
     kube.create(build_crd())
+    kube.create(build_quota_crd())
     res = {kind: kube.resource(kind) for kind in ("InferenceService", *CHILDREN)}
     for body in WARMUP:  # compile the emulator's per-kind schemas/CEL now, not during the first measurement
         kube.create(body)
         kube.delete(body["kind"], body["metadata"].get("namespace"), body["metadata"]["name"])
+    for index in range(quotas):
+        kube.create(quota(index))
     kubeconfig = kube.kubeconfig()
     conn.send({"kubeconfig": kubeconfig, "pid": os.getpid()})
 
@@ -188,14 +203,14 @@ def emulator_main(conn: Connection) -> None:
             latencies: dict[str, float] = {}
             for name in names:
                 started = {name: time.monotonic()}
-                kube.create(service(name))
+                kube.create(service(name, quotas))
                 latencies.update(track([name], started, "converged", timeout))
                 time.sleep(0.2)  # let the follow-up status write land before the next one
             conn.send({"latency": latencies})
         elif cmd in ("create_and_track", "deployments_available_and_track"):
             names, timeout = arg
             if cmd == "create_and_track":
-                started, thread = start_all(names, lambda name: kube.create(service(name)))
+                started, thread = start_all(names, lambda name: kube.create(service(name, quotas)))
             else:
                 started, thread = start_all(names, lambda name: kube.mark_deployment_available(NS, name))
             seen = track(names, started, "converged" if cmd == "create_and_track" else "ready", timeout)
@@ -255,11 +270,11 @@ def ask(conn: Connection, cmd: str, arg: Any = None, timeout: float = 600) -> An
 
 
 def run_size(count: int, idle_seconds: float, converge_timeout: float, log_dir: Path, one_by_one: int = 20,
-             profile: Path | None = None) -> dict[str, Any]:
+             profile: Path | None = None, quotas: int = 0) -> dict[str, Any]:
     """One fresh emulator + operator pair; create `count` services and measure."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    emulator = ctx.Process(target=emulator_main, args=(child,), name="kube-emulator", daemon=True)
+    emulator = ctx.Process(target=emulator_main, args=(child, quotas), name="kube-emulator", daemon=True)
     emulator.start()
     operator: subprocess.Popen[bytes] | None = None
     log_path = log_dir / f"operator-{count}.log"
@@ -313,6 +328,7 @@ def run_size(count: int, idle_seconds: float, converge_timeout: float, log_dir: 
         latencies = created["latency"]
         return {
             "count": count,
+            "quotas": quotas,
             "converge": {**_summary(latencies, count),
                          "all_converged_s": round(created["all_done_s"], 2) if len(latencies) == count else None,
                          "create_burst_s": round(created["burst_seconds"], 3)},
@@ -389,6 +405,7 @@ def main() -> int:
                         help="then create this many more, one at a time, each after the previous converged")
     parser.add_argument("--profile", type=Path, help="py-spy the operator while the large batch converges "
                         "(.svg flame graph, .json speedscope, .txt collapsed stacks)")
+    parser.add_argument("--quotas", type=int, default=0, help="InferenceQuotas deciding the services (default 0)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="operator-bench-"))
@@ -397,7 +414,8 @@ def main() -> int:
     for count in sorted({1, args.count}):
         print(f"running N={count} ...", flush=True)
         profile = args.profile if args.profile and count == max(1, args.count) else None
-        results.append(run_size(count, args.idle_seconds, args.timeout, log_dir, args.one_by_one, profile))
+        results.append(run_size(count, args.idle_seconds, args.timeout, log_dir, args.one_by_one, profile,
+                                args.quotas))
     print_table(results)
     print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (other work on this machine)")
     args.output.parent.mkdir(parents=True, exist_ok=True)

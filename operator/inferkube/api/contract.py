@@ -12,6 +12,11 @@ KIND = "InferenceService"
 PLURAL = "inferenceservices"
 SINGULAR = "inferenceservice"
 SHORT_NAMES = ["infsvc", "iks"]
+QUOTA_KIND = "InferenceQuota"          # cluster-scoped, owned by platform teams
+QUOTA_PLURAL = "inferencequotas"
+QUOTA_SINGULAR = "inferencequota"
+QUOTA_SHORT_NAMES = ["iquota"]
+CONDITION_QUOTA_EXCEEDED = "QuotaExceeded"   # InferenceService condition set by quota decisions
 
 # --- Labels and annotations ------------------------------------------------------------------
 LABEL_NAME = "app.kubernetes.io/name"
@@ -27,6 +32,9 @@ FIELD_MANAGER = "inferkube-operator"
 ANNOTATION_PREFIX = "serving.inferkube.dev/"
 ANNOTATION_MODEL_REVISION = ANNOTATION_PREFIX + "model-revision"
 ANNOTATION_CACHE_KEY = ANNOTATION_PREFIX + "cache-key"
+# On the Deployment (not its pods): digest of the tenant-policy ConfigMap the operator last applied. The
+# operator does not watch ConfigMaps, so this is how it knows, also after a restart, what it wrote.
+ANNOTATION_TENANT_POLICY = ANNOTATION_PREFIX + "tenant-policy"
 
 # --- Runtime process contract ----------------------------------------------------------------
 RUNTIME_PORT = 8000
@@ -37,6 +45,8 @@ METRICS_PATH = "/metrics"
 CACHE_MOUNT_PATH = "/models"          # the model cache PVC (read-only in serving pods)
 TENANTS_MOUNT_DIR = "/etc/inferkube/tenants"
 TENANTS_FILE_KEY = "tenants.yaml"     # key inside the API-key Secret
+POLICY_MOUNT_DIR = "/etc/inferkube/policy"   # the effective tenant policy ConfigMap (quotas -> runtime)
+POLICY_FILE_KEY = "policy.yaml"              # key inside that ConfigMap
 SHM_MOUNT_PATH = "/dev/shm"
 DOWNLOAD_MANIFEST_FILE = ".inferkube-manifest.json"  # written by the downloader into the cache dir
 ENV_PREFIX = "INFERKUBE_"
@@ -97,3 +107,7 @@ METRIC_RESPONSE_CACHE_BYPASSES_TOTAL = "inferkube_response_cache_bypasses_total"
 METRIC_RESPONSE_CACHE_STORED_BYTES_TOTAL = "inferkube_response_cache_stored_bytes_total"  # counter {model}
 METRIC_RESPONSE_CACHE_SIZE_BYTES = "inferkube_response_cache_size_bytes"          # gauge {model} (memory)
 METRIC_RESPONSE_CACHE_HIT_SECONDS = "inferkube_response_cache_hit_duration_seconds"  # histogram {model}
+METRIC_ADMISSION_WAIT_SECONDS = "inferkube_admission_wait_seconds"  # histogram {model, priority}
+METRIC_ADMITTED_TOTAL = "inferkube_admitted_total"                  # counter {model, tenant, priority}
+METRIC_SHED_TOTAL = "inferkube_shed_total"                          # counter {model, tenant, priority}: 429 for more important work
+METRIC_CONFIG_RELOADS_TOTAL = "inferkube_config_reloads_total"      # counter {file, result}: tenants / policy, ok / error

@@ -158,6 +158,14 @@ class KubeWriter:
             if exc.status != HTTPStatus.CONFLICT:
                 raise
 
+    async def patch_quota_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch a (cluster-scoped) InferenceQuota's status subresource; the updated object."""
+        known = kinds.INFERENCE_QUOTA
+        path = f"{known.path_prefix}/{known.plural}/{name}/status"
+        return await asyncio.to_thread(
+            self._call, "PATCH", path, {"status": status}, "application/merge-patch+json"
+        )
+
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         """Delete a child we no longer want (its dependents go in the background); absent is fine."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from inferkube.api import contract
-from inferkube.operator.crd import render_crd_yaml, write_crds
+from inferkube.operator.crd import rendered_crds, write_crds
 from inferkube.operator.inputs import Observed, SpecError
 from inferkube.operator.names import cache_key
 from inferkube.operator.parse import parse_service
@@ -47,19 +47,19 @@ def _documents(path: str) -> Iterator[tuple[int, Any]]:
     return iter(numbered)
 
 
-def _services(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """InferenceService documents of a file; anything else is an error naming the document."""
+def _services(path: str, kinds: tuple[str, ...] = (contract.KIND,)) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Documents of the given kinds (default InferenceService); anything else is an error naming the document."""
     for index, doc in _documents(path):
-        if not isinstance(doc, dict) or doc.get("kind") != contract.KIND:
+        if not isinstance(doc, dict) or doc.get("kind") not in kinds:
             kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
-            raise CliError(f"{path}: document {index} is {kind!r}, expected kind {contract.KIND}")
+            raise CliError(f"{path}: document {index} is {kind!r}, expected kind {' or '.join(kinds)}")
         yield index, doc
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Print every problem of every InferenceService in the file; exit 1 when there is one."""
+    """Print every problem of every InferenceService and InferenceQuota in the file; exit 1 when there is one."""
     failed = False
-    for index, doc in _services(args.file):
+    for index, doc in _services(args.file, (contract.KIND, contract.QUOTA_KIND)):
         name = (doc.get("metadata") or {}).get("name", f"document {index}")
         problems = validate_object(doc)
         for problem in problems:
@@ -100,12 +100,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    """Print the generated CRD, or write it into a directory."""
+    """Print the generated CRDs (InferenceService, InferenceQuota), or write them into a directory."""
     if args.output_dir:
         for path in write_crds(Path(args.output_dir)):
             print(f"wrote {path}")
     else:
-        sys.stdout.write(render_crd_yaml())
+        sys.stdout.write("---\n".join(rendered_crds().values()))
     return 0
 
 
@@ -131,10 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--no-monitoring", action="store_true", help="as if the Prometheus Operator API were absent")
     render.add_argument("--no-keda", action="store_true", help="as if the KEDA API were absent")
     render.set_defaults(func=cmd_render)
-    validate = sub.add_parser("validate", help="check InferenceServices against the CRD schema and CEL rules")
-    validate.add_argument("-f", "--file", required=True, help="InferenceService YAML file ('-' for stdin)")
+    validate = sub.add_parser("validate", help="check InferenceServices and InferenceQuotas against the CRD schemas and CEL rules")
+    validate.add_argument("-f", "--file", required=True, help="InferenceService / InferenceQuota YAML file ('-' for stdin)")
     validate.set_defaults(func=cmd_validate)
-    crd = sub.add_parser("crd", help="print the generated CustomResourceDefinition")
+    crd = sub.add_parser("crd", help="print the generated CustomResourceDefinitions")
     crd.add_argument("-o", "--output-dir", help="write crds/*.yaml into this directory instead")
     crd.set_defaults(func=cmd_crd)
     monitoring = sub.add_parser("monitoring", help="write prometheus-adapter rules and the Grafana dashboard")

@@ -1,4 +1,4 @@
-"""Generate the InferenceService CustomResourceDefinition from the pydantic API models.
+"""Generate the CustomResourceDefinitions (InferenceService, InferenceQuota) from the pydantic API models.
 
 The pydantic JSON schema is turned into a Kubernetes structural schema: references inlined, optional
 ``null`` branches dropped, int-or-string marked the Kubernetes way, defaults left to the models (the
@@ -14,10 +14,12 @@ import yaml
 from pydantic import BaseModel
 
 from inferkube.api import contract
+from inferkube.api.quota import InferenceQuotaSpec, InferenceQuotaStatus
 from inferkube.api.spec import InferenceServiceSpec
 from inferkube.api.status import InferenceServiceStatus
 
 CRD_FILENAME = f"{contract.GROUP}_{contract.PLURAL}.yaml"
+QUOTA_CRD_FILENAME = f"{contract.GROUP}_{contract.QUOTA_PLURAL}.yaml"
 # kustomize also reads a file named `Kustomization`; `kubectl apply -f crds/` reads only *.yaml, *.yml
 # and *.json, so this name lets both `kubectl apply -f crds/` and `kubectl apply -k manifests/` work.
 KUSTOMIZATION_FILENAME = "Kustomization"
@@ -41,16 +43,22 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
 def _structural(node: dict[str, Any]) -> dict[str, Any]:
     """Turn one inlined pydantic schema node into a structural OpenAPI v3 schema node."""
     node = dict(node)
-    if "anyOf" in node:
-        branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
+    unwrapped = False
+    while "anyOf" in node:  # Optional[X] wraps X's own anyOf (e.g. an int-or-string alias) in a second one
+        branches = [b for b in node["anyOf"] if b.get("type") != "null"]
         if node.get("x-kubernetes-int-or-string"):
             string_branch: dict[str, Any] = next((b for b in branches if b.get("type") == "string"), {})
             if "pattern" in string_branch:
                 node.setdefault("pattern", string_branch["pattern"])
-            node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-        elif len(branches) == 1:
+            canonical = [{"type": "integer"}, {"type": "string"}]
+            if not unwrapped or node["anyOf"] != canonical:
+                del node["anyOf"]
+                node["anyOf"] = canonical
+            break
+        del node["anyOf"]
+        if len(branches) == 1:
             description = node.get("description")
-            node = {**node, **branches[0]}
+            node, unwrapped = {**node, **branches[0]}, True
             if description:
                 node["description"] = description
         else:
@@ -161,27 +169,104 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+def build_quota_crd() -> dict[str, Any]:
+    """The cluster-scoped InferenceQuota CustomResourceDefinition as a dict."""
+    schema = {
+        "type": "object",
+        "description": (
+            "InferenceQuota is owned by a platform team: it caps the GPUs and replicas of the InferenceServices "
+            "it selects (admitted oldest first) and pushes tenant ceilings, defaults and priorities to their runtimes."
+        ),
+        "properties": {
+            "apiVersion": {"type": "string", "description": "APIVersion of this object: serving.inferkube.dev/v1alpha1."},
+            "kind": {"type": "string", "description": "Kind of this object: InferenceQuota."},
+            "metadata": {"type": "object"},
+            "spec": model_schema(InferenceQuotaSpec),
+            "status": model_schema(InferenceQuotaStatus),
+        },
+    }
+    over = '.status.conditions[?(@.type=="OverBudget")].status'
+    columns = [
+        {"name": "GPUs", "type": "integer", "jsonPath": ".status.used.gpus", "description": "GPUs counted."},
+        {"name": "GPU Limit", "type": "integer", "jsonPath": ".spec.limits.gpus"},
+        {"name": "Replicas", "type": "integer", "jsonPath": ".status.used.replicas", "description": "Replicas counted."},
+        {"name": "Replica Limit", "type": "integer", "jsonPath": ".spec.limits.replicas"},
+        {"name": "Services", "type": "integer", "jsonPath": ".status.serviceCount"},
+        {"name": "Refused", "type": "integer", "jsonPath": ".status.refusedCount", "priority": 1},
+        {"name": "OverBudget", "type": "string", "jsonPath": over, "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{contract.QUOTA_PLURAL}.{contract.GROUP}",
+            "labels": {contract.LABEL_PART_OF: contract.APP_NAME},
+        },
+        "spec": {
+            "group": contract.GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": contract.QUOTA_KIND,
+                "listKind": f"{contract.QUOTA_KIND}List",
+                "plural": contract.QUOTA_PLURAL,
+                "singular": contract.QUOTA_SINGULAR,
+                "shortNames": list(contract.QUOTA_SHORT_NAMES),
+                "categories": [contract.APP_NAME],
+            },
+            "versions": [
+                {
+                    "name": contract.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                }
+            ],
+        },
+    }
+
+
+def _render(crd: dict[str, Any], source: str) -> str:
+    header = f"# Generated by `inferkube crd` from {source}. Do not edit by hand.\n"
+    return header + yaml.safe_dump(crd, sort_keys=False, width=1000, allow_unicode=True)
+
+
 def render_crd_yaml() -> str:
-    """The CRD as the YAML text committed under crds/."""
-    header = "# Generated by `inferkube crd` from inferkube.api.spec. Do not edit by hand.\n"
-    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=1000, allow_unicode=True)
+    """The InferenceService CRD as the YAML text committed under crds/."""
+    return _render(build_crd(), "inferkube.api.spec")
+
+
+def render_quota_crd_yaml() -> str:
+    """The InferenceQuota CRD as the YAML text committed under crds/."""
+    return _render(build_quota_crd(), "inferkube.api.quota")
+
+
+def rendered_crds() -> dict[str, str]:
+    """Every generated CRD file under crds/: file name -> YAML text."""
+    return {CRD_FILENAME: render_crd_yaml(), QUOTA_CRD_FILENAME: render_quota_crd_yaml()}
 
 
 def write_crds(directory: Path) -> list[Path]:
     """Write every generated CRD into a directory and return the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / CRD_FILENAME
-    path.write_text(render_crd_yaml())
+    written = []
+    for filename, text in rendered_crds().items():
+        path = directory / filename
+        path.write_text(text)
+        written.append(path)
     kustomization = directory / KUSTOMIZATION_FILENAME
     kustomization.write_text(render_kustomization_yaml())
     (directory / "kustomization.yaml").unlink(missing_ok=True)  # the old name: kustomize refuses two
-    return [path, kustomization]
+    return [*written, kustomization]
 
 
 def render_kustomization_yaml() -> str:
     """crds/Kustomization, so manifests/ can include the generated CRDs as a kustomize resource."""
+    resources = "".join(f"  - {name}\n" for name in rendered_crds())
     return (
         "# Generated by `inferkube crd`. Do not edit by hand.\n"
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n  - {CRD_FILENAME}\n"
+        f"resources:\n{resources}"
     )

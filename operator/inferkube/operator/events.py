@@ -20,6 +20,7 @@ ACTION_RECONCILE = "Reconcile"      # the spec cannot work here, or the service'
 ACTION_APPLY = "Apply"              # the API server rejected a child
 ACTION_DOWNLOAD = "Download"        # the model download cannot start or failed
 ACTION_LOAD_SETTINGS = "LoadSettings"  # the settings ConfigMap is invalid
+ACTION_ADMIT = "Admit"                # an InferenceQuota admits no replicas of the service
 MAX_MESSAGE = 1024  # the API server's limit on an Event's note
 
 

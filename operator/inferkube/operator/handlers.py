@@ -81,8 +81,11 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(kinds.INFERENCE_SERVICE.group, kinds.INFERENCE_SERVICE.version, kinds.INFERENCE_SERVICE.plural)
 async def inference_service_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """An InferenceService appeared, changed or went away."""
+    """An InferenceService appeared, changed or went away (its quotas may decide differently now)."""
+    meta = body.get("metadata") or {}
+    old = memo.world.services.get((meta.get("namespace", "default"), meta.get("name")))
     key = memo.world.observe_service(event.get("type"), dict(body))
+    memo.reconciler.quotas.service_event(old, None if event.get("type") == "DELETED" else dict(body))
     if key is not None:
         memo.reconciler.schedule(key)
 
@@ -92,7 +95,10 @@ def _child_handler(group: str, version: str, plural: str) -> None:
 
     @kopf.on.event(group, version, plural, labels=MANAGED, id=f"child-{plural}")
     async def child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        old = memo.world.known_child(dict(body)) if plural == kinds.DEPLOYMENT.plural else None
         key = memo.world.observe_child(event.get("type"), dict(body))
+        if plural == kinds.DEPLOYMENT.plural:  # the replicas a service runs feed quota decisions
+            memo.reconciler.quotas.deployment_event(old, None if event.get("type") == "DELETED" else dict(body))
         if key is not None:
             memo.reconciler.schedule(key)
 
@@ -101,7 +107,23 @@ for _kind in kinds.WATCHED:
     _child_handler(_kind.group, _kind.version, _kind.plural)
 
 
-_CRD = kinds.CUSTOM_RESOURCE_DEFINITION
+_QUOTA, _NAMESPACE, _CRD = kinds.INFERENCE_QUOTA, kinds.NAMESPACE, kinds.CUSTOM_RESOURCE_DEFINITION
+
+
+@kopf.on.event(_QUOTA.group, _QUOTA.version, _QUOTA.plural)
+async def quota_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """An InferenceQuota appeared, changed or went away: recompute decisions (its own status writes do not)."""
+    if memo.reconciler.quotas.book.observe_quota(event.get("type"), dict(body)):
+        memo.reconciler.quotas.request_pass()
+    elif event.get("type") != "DELETED":
+        memo.reconciler.quotas.write_statuses()  # someone else changed its status: put it back if it differs
+
+
+@kopf.on.event(_NAMESPACE.group, _NAMESPACE.version, _NAMESPACE.plural)
+async def namespace_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A Namespace's labels feed quotas' namespaceSelector."""
+    if memo.reconciler.quotas.book.observe_namespace(event.get("type"), dict(body)):
+        memo.reconciler.quotas.request_pass()
 
 
 @kopf.on.event(_CRD.group, _CRD.version, _CRD.plural, when=lambda name, **_: name in kinds.OPTIONAL_APIS)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inferkube.operator.quota import ServiceDecision
+
 
 class SpecError(ValueError):
     """A spec that passed admission but cannot work on this cluster (e.g. unknown accelerator profile)."""
@@ -28,9 +30,16 @@ class Observed:
 
     ``serving_cache_key`` is the cache directory replicas may serve from (a finished download); None
     while nothing is cached yet, which holds the Deployment back so N pods never fetch N copies.
+    ``quota`` is what the InferenceQuotas selecting the service allow it (None: no quota selects it).
     """
 
     serving_cache_key: str | None = None
     monitoring_api: bool = True
     keda_api: bool = True
     alerting_api: bool = True
+    quota: ServiceDecision | None = None
+
+    @property
+    def quota_refused(self) -> bool:
+        """True when a quota admits no replicas of the service (0 replicas, no autoscaler)."""
+        return self.quota is not None and not self.quota.admitted and self.quota.replicas == 0

@@ -59,19 +59,25 @@ JOB = Kind("Job", "batch", "v1", "jobs", prunable=True)
 POD = Kind("Pod", "", "v1", "pods")  # watched (runtime and download pods), never written
 # The parent: watched by its own handler (every object, not only managed ones); only its status is written.
 INFERENCE_SERVICE = Kind(contract.KIND, contract.GROUP, contract.VERSION, contract.PLURAL, watched=False)
+# Cluster-scoped, platform-owned: watched by its own handler; only its status is written.
+INFERENCE_QUOTA = Kind(contract.QUOTA_KIND, contract.GROUP, contract.VERSION, contract.QUOTA_PLURAL, watched=False)
+# Watched for their labels (quotas' namespaceSelector), never written.
+NAMESPACE = Kind("Namespace", "", "v1", "namespaces", watched=False)
 # Watched (by name, for the optional APIs), never written.
 CUSTOM_RESOURCE_DEFINITION = Kind("CustomResourceDefinition", "apiextensions.k8s.io", "v1",
                                   "customresourcedefinitions", watched=False)
 
-# The operator's own settings: one ConfigMap, watched by name (handlers.py), never written.
-CONFIG_MAP = Kind("ConfigMap", "", "v1", "configmaps", watched=False)
+# The operator's own settings: one ConfigMap, watched by name (handlers.py), never written. And the tenant
+# policies of services under a quota (NAME-tenant-policy): applied and pruned, never watched (reconcile.py
+# knows them from its own writes and from the Deployment's tenant-policy annotation).
+CONFIG_MAP = Kind("ConfigMap", "", "v1", "configmaps", watched=False, prunable=True)
 # Only created (scheduler.py posts Warnings about InferenceServices and the settings ConfigMap).
 EVENT = Kind("Event", "", "v1", "events", watched=False)
 
 KINDS: dict[str, Kind] = {k.kind: k for k in (
     DEPLOYMENT, SERVICE, PERSISTENT_VOLUME_CLAIM, POD_DISRUPTION_BUDGET, HORIZONTAL_POD_AUTOSCALER,
-    SCALED_OBJECT, SERVICE_MONITOR, PROMETHEUS_RULE, JOB, POD, INFERENCE_SERVICE, CUSTOM_RESOURCE_DEFINITION,
-    CONFIG_MAP, EVENT,
+    SCALED_OBJECT, SERVICE_MONITOR, PROMETHEUS_RULE, JOB, POD, INFERENCE_SERVICE, INFERENCE_QUOTA, NAMESPACE,
+    CUSTOM_RESOURCE_DEFINITION, CONFIG_MAP, EVENT,
 )}
 WATCHED: tuple[Kind, ...] = tuple(k for k in KINDS.values() if k.watched)
 PRUNABLE: tuple[Kind, ...] = tuple(k for k in KINDS.values() if k.prunable)

@@ -12,6 +12,7 @@ from inferkube.operator.settings import OperatorSettings
 
 COMPONENT_RUNTIME = "runtime"
 COMPONENT_CACHE = "model-cache"
+COMPONENT_POLICY = "tenant-policy"
 
 
 def uses_cache(spec: InferenceServiceSpec) -> bool:
@@ -37,6 +38,11 @@ def cache_claim_name(spec: InferenceServiceSpec, meta: ServiceMeta) -> str:
 def download_job_name(meta: ServiceMeta, key: str) -> str:
     """Name of the Job that downloads one source and revision into the cache."""
     return f"{meta.name}-dl-{key[:8]}"
+
+
+def tenant_policy_name(meta: ServiceMeta) -> str:
+    """Name of the tenant-policy ConfigMap of an InferenceService (mounted whether or not it exists)."""
+    return f"{meta.name}-tenant-policy"
 
 
 def served_model_name(spec: InferenceServiceSpec, meta: ServiceMeta) -> str:

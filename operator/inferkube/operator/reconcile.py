@@ -6,6 +6,7 @@ everything from the current spec and the live children, so running it again is a
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from collections.abc import Callable
@@ -18,8 +19,9 @@ from inferkube.api import contract
 from inferkube.api.status import InferenceServiceStatus
 from inferkube.operator import events, kinds, names
 from inferkube.operator.apply import KubeWriter, OwnerRef, PermanentApiError, adopt
-from inferkube.operator.inputs import SpecError
+from inferkube.operator.inputs import ServiceMeta, SpecError
 from inferkube.operator.parse import parse_service
+from inferkube.operator.quota import BLOCKED, CLAMPED, REFUSED, ServiceDecision
 from inferkube.operator.render import Child, render_children
 from inferkube.operator.settings import OperatorSettings
 from inferkube.operator.status import (
@@ -60,22 +62,27 @@ def needs_apply(child: Child, desired: dict[str, Any], live: dict[str, Any] | No
         return True
     if child.create_only:
         return False
+    if contract.ANNOTATION_TENANT_POLICY in (live["metadata"].get("annotations") or {}) and \
+            contract.ANNOTATION_TENANT_POLICY not in desired["metadata"].get("annotations", {}):
+        return True  # the policy went away: the Deployment must stop saying it was written
     return not (is_subset(desired["metadata"].get("labels", {}), live["metadata"].get("labels", {}))
                 and is_subset(desired["metadata"].get("annotations", {}), live["metadata"].get("annotations", {}))
                 and is_subset(desired.get("metadata", {}).get("ownerReferences", []),
                               live["metadata"].get("ownerReferences", []))
-                and is_subset(desired.get("spec", {}), live.get("spec", {})))
+                and is_subset(desired.get("spec", {}), live.get("spec", {}))
+                and desired.get("data", {}) == live.get("data", {}))  # ConfigMaps: exact, keys may go away
 
 
 HANDOVER_MANAGER = "inferkube-replicas-handover"
 
 
-def replicas_to_hand_over(desired: dict[str, Any], live: dict[str, Any] | None) -> int | None:
+def replicas_to_hand_over(desired: dict[str, Any], live: dict[str, Any] | None, floor: int = 0) -> int | None:
     """The live replica count to hand to another field manager before we stop sending replicas.
 
     Server-side apply removes a field its only owner stops sending: a Deployment switched to an
     autoscaler would drop to the default of 1 replica. Kubernetes' documented way out is to let a
     second manager own the current value first ("transferring ownership"); the HPA then takes it over.
+    ``floor``: the autoscaler's minimum; an autoscaler never scales up from 0 (a quota-refused service).
     """
     if live is None or desired.get("kind") != "Deployment" or "replicas" in desired.get("spec", {}):
         return None
@@ -86,8 +93,25 @@ def replicas_to_hand_over(desired: dict[str, Any], live: dict[str, Any] | None) 
         spec_fields = (entry.get("fieldsV1") or {}).get("f:spec") or {}
         if entry.get("manager") == contract.FIELD_MANAGER and entry.get("operation") == "Apply" \
                 and "f:replicas" in spec_fields:
-            return int(replicas)
+            return max(int(replicas), floor)
     return None
+
+
+def never_below_running(quota: ServiceDecision, spec: Any, deployment: dict[str, Any] | None) -> ServiceDecision:
+    """The decision, raised to what the live Deployment runs (capped by the spec): a quota never stops a replica.
+
+    The quota pass counts what runs too; this covers a pass that ran before the Deployment's watch event.
+    """
+    if deployment is None:
+        return quota
+    live = (deployment.get("spec") or {}).get("replicas")
+    floor = min(spec.max_possible_replicas, 1 if live is None else int(live))
+    if floor <= quota.replicas:
+        return quota
+    reason = quota.reason
+    if reason == REFUSED:
+        reason = CLAMPED if spec.autoscaling is not None else BLOCKED
+    return dataclasses.replace(quota, replicas=floor, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -157,21 +181,42 @@ def _controlled_by(obj: dict[str, Any], owner: OwnerRef) -> bool:
     return any(ref.get("uid") == owner.uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
 
 
+def recall_tenant_policy(wanted: list[Child], children: Children, meta: ServiceMeta, owner: OwnerRef) -> None:
+    """What the operator knows of the tenant-policy ConfigMap it does not watch: its own writes (in `children`),
+    else the digest on the live Deployment. Same digest as wanted: up to date; another one, or none wanted:
+    a copy that needs applying or pruning."""
+    name = names.tenant_policy_name(meta)
+    deployment = children.get(kinds.DEPLOYMENT.kind, meta.name)
+    digest = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(contract.ANNOTATION_TENANT_POLICY)
+    if children.get(kinds.CONFIG_MAP.kind, name) is not None or digest is None:
+        return
+    want = next((c.body for c in wanted if c.kind == kinds.CONFIG_MAP.kind and c.name == name), None)
+    same = want is not None and want["metadata"]["annotations"].get(contract.ANNOTATION_TENANT_POLICY) == digest
+    recalled = adopt(want, owner) if same and want is not None else {
+        "apiVersion": kinds.CONFIG_MAP.api_version, "kind": kinds.CONFIG_MAP.kind,
+        "metadata": {"name": name, "namespace": meta.namespace, "ownerReferences": [owner.as_dict()],
+                     "labels": names.labels(meta, names.COMPONENT_POLICY)}}
+    children.put(recalled)
+
+
 async def _prune(wanted: list[Child], children: Children, owner: OwnerRef, namespace: str, writer: KubeWriter,
-                 outcome: Outcome) -> None:
-    """Delete children of ours that the spec no longer asks for."""
+                 outcome: Outcome, forget: Callable[[dict[str, Any]], None]) -> None:
+    """Delete children of ours that the spec no longer asks for (an unwatched kind is forgotten at once:
+    no watch event will say it went)."""
     keep = {(c.kind, c.name) for c in wanted}
-    for kind in (k.kind for k in kinds.PRUNABLE):
-        for live in children.all(kind):
+    for known in kinds.PRUNABLE:
+        for live in children.all(known.kind):
             name = live["metadata"]["name"]
-            if (kind, name) not in keep and _controlled_by(live, owner):
-                await writer.delete(kind, namespace, name)
-                children.drop(kind, name)
-                outcome.deleted.append(f"{kind}/{name}")
+            if (known.kind, name) not in keep and _controlled_by(live, owner):
+                await writer.delete(known.kind, namespace, name)
+                children.drop(known.kind, name)
+                if not known.watched:
+                    forget(live)
+                outcome.deleted.append(f"{known.kind}/{name}")
 
 
 async def _apply_children(wanted: list[Child], children: Children, owner: OwnerRef, writer: KubeWriter,
-                          remember: Callable[[dict[str, Any]], None], outcome: Outcome) -> None:
+                          remember: Callable[[dict[str, Any]], None], outcome: Outcome, floor: int = 0) -> None:
     """Write every wanted child that is absent or drifted (create-only children: only when absent)."""
     for child in wanted:
         desired = adopt(child.body, owner) if child.owned else child.body
@@ -181,7 +226,7 @@ async def _apply_children(wanted: list[Child], children: Children, owner: OwnerR
         if child.create_only:
             await writer.create_if_absent(desired)
         else:
-            handover = replicas_to_hand_over(desired, live)
+            handover = replicas_to_hand_over(desired, live, floor)
             if handover is not None:
                 meta_only = {"name": desired["metadata"]["name"], "namespace": desired["metadata"]["namespace"]}
                 await writer.apply({"apiVersion": desired["apiVersion"], "kind": desired["kind"], "metadata": meta_only,
@@ -195,17 +240,23 @@ async def _apply_children(wanted: list[Child], children: Children, owner: OwnerR
 
 async def _converge(body: dict[str, Any], children: Children, apis: set[str], settings: OperatorSettings,
                     writer: KubeWriter, remember: Callable[[dict[str, Any]], None],
-                    outcome: Outcome) -> InferenceServiceStatus:
+                    outcome: Outcome, quota: ServiceDecision | None,
+                    forget: Callable[[dict[str, Any]], None]) -> InferenceServiceStatus:
     """parse -> observe -> render -> adopt + apply -> prune -> the status the children now show.
 
     Raises SpecError (the spec cannot work here) and PermanentApiError (a child was rejected).
     """
     spec, meta = parse_service(body)
     observed = observe(spec, meta, children, apis)
+    if quota is not None:
+        deployment = children.get(kinds.DEPLOYMENT.kind, meta.name)
+        observed = dataclasses.replace(observed, quota=never_below_running(quota, spec, deployment))
     owner = OwnerRef(name=meta.name, uid=body["metadata"]["uid"])
     wanted = render_children(spec, meta, settings, observed)
-    await _apply_children(wanted, children, owner, writer, remember, outcome)
-    await _prune(wanted, children, owner, meta.namespace, writer, outcome)
+    recall_tenant_policy(wanted, children, meta, owner)
+    floor = spec.autoscaling.min_replicas if spec.autoscaling is not None else 0
+    await _apply_children(wanted, children, owner, writer, remember, outcome, floor)
+    await _prune(wanted, children, owner, meta.namespace, writer, outcome, forget)
     report = None
     if names.uses_cache(spec):
         job_name = names.download_job_name(meta, names.cache_key(spec))
@@ -241,15 +292,17 @@ async def reconcile(
     settings: OperatorSettings,
     writer: KubeWriter,
     remember: Callable[[dict[str, Any]], None] = lambda _: None,
+    quota: ServiceDecision | None = None,
+    forget: Callable[[dict[str, Any]], None] = lambda _: None,
 ) -> Outcome:
-    """Bring one InferenceService's children and status in line with its spec.
+    """Bring one InferenceService's children and status in line with its spec (and what its quotas allow).
 
     A spec that cannot work here (InvalidSpec) or a child the API server rejects (ApplyRejected) is no
     exception to the caller: it becomes ``outcome.refused`` and a status, written like every other one.
     """
     outcome = Outcome()
     try:
-        status = await _converge(body, children, apis, settings, writer, remember, outcome)
+        status = await _converge(body, children, apis, settings, writer, remember, outcome, quota, forget)
     except SpecError as exc:
         status = _refuse(outcome, body, INVALID_SPEC, str(exc))
     except PermanentApiError as exc:

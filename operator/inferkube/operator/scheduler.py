@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferkube.api import contract
+from inferkube.operator import kinds
 from inferkube.operator.apply import ApiError, KubeWriter
-from inferkube.operator.events import ACTION_LOAD_SETTINGS, event_body, reporting_instance
+from inferkube.operator.events import ACTION_ADMIT, ACTION_LOAD_SETTINGS, event_body, reporting_instance
+from inferkube.operator.quota import REFUSED, ServiceDecision
+from inferkube.operator.quotaloop import QuotaLoop
 from inferkube.operator.reconcile import Problem, reconcile
 from inferkube.operator.settings import OperatorSettings, SettingsError, settings_from_configmap
 from inferkube.operator.world import Key, World
@@ -53,11 +56,15 @@ class Reconciler:
         self._settings_problem: str | None = None  # the invalid settings ConfigMap's problem, once posted
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._ready_at = 0.0
+        self._quota_warned: dict[Key, str] = {}
+        self.quotas = QuotaLoop(world.services, world.replicas_running, writer, self.schedule)
 
     def hold_until_settled(self, seconds: float) -> None:
         """Defer reconciles for a moment after start-up, so the watches list the children first
-        (otherwise a restart would briefly report a Ready service as CachingModel)."""
+        (otherwise a restart would briefly report a Ready service as CachingModel, or a quota pass
+        could refuse a service whose running Deployment it has not seen yet)."""
         self._ready_at = asyncio.get_running_loop().time() + seconds
+        self.quotas.hold_until_settled(seconds)
 
     def schedule(self, key: Key) -> None:
         """Reconcile key soon; if a reconcile of key is running, run once more after it."""
@@ -115,7 +122,8 @@ class Reconciler:
         return True
 
     async def close(self) -> None:
-        """Cancel running reconciles."""
+        """Cancel running reconciles and quota passes."""
+        await self.quotas.close()
         for timer in self._timers.values():
             timer.cancel()
         for task in list(self._tasks.values()):
@@ -157,14 +165,18 @@ class Reconciler:
     async def _once(self, key: Key, body: dict[str, Any]) -> None:
         """One reconcile; a problem gets one Warning Event per generation and reason; a refusal is not retried."""
         self.stats.reconciles += 1
+        if self.quotas.pending(key, body):
+            return  # a quota selects it and the next pass decides it (and schedules it again)
+        quota = self.quotas.book.decision(key)
         outcome = await reconcile(body, self.world.children_of(key), set(self.world.apis), self.settings,
-                                  self.writer, self._remember)
+                                  self.writer, self._remember, quota, self._forget)
         self.stats.status_writes += int(outcome.status_written)
         self.stats.applies += len(outcome.applied) + len(outcome.deleted)
         if outcome.problem is None:
             self._warned.pop(key, None)  # healthy again: the next problem is news
         else:
             await self._warn_once(key, body, outcome.problem)
+        await self._warn_quota(key, body, quota)
         if outcome.refused is not None:
             return
         timer = self._timers.pop(key, None)
@@ -195,9 +207,25 @@ class Reconciler:
             return False
         return True
 
+    async def _warn_quota(self, key: Key, body: dict[str, Any], quota: ServiceDecision | None) -> None:
+        """One Warning Event per quota refusal message (not per reconcile)."""
+        if quota is None or quota.reason != REFUSED:
+            self._quota_warned.pop(key, None)
+        elif self._quota_warned.get(key) != quota.message:
+            self._quota_warned[key] = quota.message
+            if not await self.post_warning(body, contract.CONDITION_QUOTA_EXCEEDED, quota.message, ACTION_ADMIT):
+                self._quota_warned.pop(key, None)  # try again on the next reconcile
+
+    def _forget(self, deleted: dict[str, Any]) -> None:
+        """A child of an unwatched kind we deleted: no watch event will tell the world."""
+        self.world.observe_child("DELETED", deleted)
+
     def _remember(self, written: dict[str, Any]) -> None:
         """Feed our own write's response into the world, so the next reconcile does not write it again."""
         if written.get("kind") == contract.KIND:
             self.world.observe_service("MODIFIED", written)
         elif written.get("kind"):
+            before = self.world.known_child(written) if written["kind"] == kinds.DEPLOYMENT.kind else None
             self.world.observe_child("MODIFIED", written)
+            if written["kind"] == kinds.DEPLOYMENT.kind:  # its watch event will find the world already updated
+                self.quotas.deployment_event(before, written)

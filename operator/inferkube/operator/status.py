@@ -27,6 +27,7 @@ from inferkube.operator.pods import PodProblem, download_pods, first_problem, ru
 from inferkube.operator.settings import OperatorSettings
 from inferkube.operator.world import Children, condition_of, download_job, job_state, serving_cache_key
 
+QUOTA_EXCEEDED = contract.CONDITION_QUOTA_EXCEEDED
 EVENT_PROGRESS = contract.DOWNLOAD_EVENT_PROGRESS
 EVENT_DONE = contract.DOWNLOAD_EVENT_DONE
 EVENT_FAILED = contract.DOWNLOAD_EVENT_FAILED
@@ -288,6 +289,8 @@ def autoscaler_ready(f: Facts) -> Condition | None:
         return None
     hpa = f.spec.autoscaling.engine == "hpa"
     kind = (kinds.HORIZONTAL_POD_AUTOSCALER if hpa else kinds.SCALED_OBJECT).kind
+    if f.observed.quota_refused:
+        return f.condition("AutoscalerReady", False, QUOTA_EXCEEDED, "no autoscaler while the quotas admit no replicas")
     if not hpa and not f.observed.keda_api:
         return f.condition("AutoscalerReady", False, "KedaMissing", "keda.sh/v1alpha1 ScaledObject is not served")
     exists = f.children.get(kind, f.meta.name) is not None
@@ -295,9 +298,19 @@ def autoscaler_ready(f: Facts) -> Condition | None:
                        f"{kind} {f.meta.name} " + ("exists" if exists else "is being created"))
 
 
+def quota_exceeded(f: Facts) -> Condition | None:
+    """QuotaExceeded: an InferenceQuota holds the service below its spec (None when no quota selects it)."""
+    quota = f.observed.quota
+    if quota is None:
+        return None
+    if not quota.limited:
+        return f.condition(QUOTA_EXCEEDED, False, "WithinQuota", f"admitted by InferenceQuota {', '.join(quota.quotas)}")
+    return f.condition(QUOTA_EXCEEDED, True, quota.reason, quota.message)
+
+
 # Every condition but Ready, in the order status lists them (Ready, derived from the phase, goes first).
 CONDITIONS: tuple[Callable[[Facts], Condition | None], ...] = (
-    model_cached, available, progressing, degraded, monitoring_ready, autoscaler_ready,
+    model_cached, available, progressing, degraded, monitoring_ready, autoscaler_ready, quota_exceeded,
 )
 
 
@@ -336,6 +349,8 @@ PHASES: tuple[PhaseRule, ...] = (
               lambda f, d: ("Failed", f.cache.message or "download failed")),
     PhaseRule("degraded and not serving", lambda f, d: d.status == "True" and not f.serving,
               lambda f, d: ("Failed", f"{d.reason}: {d.message}")),
+    PhaseRule("refused by a quota", lambda f, d: f.observed.quota_refused and not f.serving,
+              lambda f, d: ("Pending", f"{QUOTA_EXCEEDED}: {f.observed.quota.message if f.observed.quota else ''}")),
     PhaseRule("downloading", lambda f, d: f.cache.phase in ("Pending", "Downloading") and f.deployment is None,
               lambda f, d: ("CachingModel", _percent(f.cache) or f.cache.phase.lower())),
     PhaseRule("no deployment yet", lambda f, d: f.deployment is None,
@@ -355,7 +370,9 @@ def phase_of(f: Facts, degraded: Condition) -> tuple[Phase, str]:
 
 
 def ready(f: Facts, degraded: Condition, phase: Phase, detail: str) -> Condition:
-    """Ready: serving (or scaled to zero); otherwise the degraded reason or the phase says why not."""
+    """Ready: serving (or scaled to zero); otherwise the degraded reason, a quota or the phase says why not."""
+    if f.observed.quota_refused and not f.serving:
+        return f.condition("Ready", False, QUOTA_EXCEEDED, f.observed.quota.message if f.observed.quota else "")
     if f.serving or (f.deployment is not None and f.desired_replicas == 0):
         return f.condition("Ready", True, "Ready", f"{f.ready_replicas}/{f.replicas} replicas ready; "
                                                    f"serving {names.served_model_name(f.spec, f.meta)}")

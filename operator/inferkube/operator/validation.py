@@ -13,11 +13,14 @@ from typing import Any
 
 import celpy
 import jsonschema
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from inferkube.api import contract
+from inferkube.api.quota import InferenceQuotaSpec
 from inferkube.api.spec import InferenceServiceSpec
-from inferkube.operator.crd import build_crd
+from inferkube.operator.crd import build_crd, build_quota_crd
+
+SPEC_MODELS: dict[str, type[BaseModel]] = {contract.KIND: InferenceServiceSpec, contract.QUOTA_KIND: InferenceQuotaSpec}
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,11 @@ class Problem:
         return f"{self.path}: {self.message}"
 
 
-@lru_cache(maxsize=1)
-def crd_schema() -> dict[str, Any]:
-    """The openAPIV3Schema of the generated CRD (one source with crds/)."""
-    return build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+@lru_cache(maxsize=2)
+def crd_schema(kind: str = contract.KIND) -> dict[str, Any]:
+    """The openAPIV3Schema of a generated CRD (one source with crds/)."""
+    crd = build_quota_crd() if kind == contract.QUOTA_KIND else build_crd()
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
 @lru_cache(maxsize=256)
@@ -96,18 +100,19 @@ def _cel(value: Any, old: Any, schema: dict[str, Any], path: str) -> Iterator[Pr
 
 
 def validate_object(obj: Any, old: dict[str, Any] | None = None) -> list[Problem]:
-    """Every problem the API server (and the operator's parser) would find in an InferenceService."""
+    """Every problem the API server (and the operator's parser) would find in an InferenceService or InferenceQuota."""
     if not isinstance(obj, dict):
         return [Problem(".", "an InferenceService must be a YAML mapping")]
     expected = f"{contract.GROUP}/{contract.VERSION}"
     problems: list[Problem] = []
     if obj.get("apiVersion") != expected:
         problems.append(Problem(".apiVersion", f"must be {expected}, got {obj.get('apiVersion')!r}"))
-    if obj.get("kind") != contract.KIND:
-        problems.append(Problem(".kind", f"must be {contract.KIND}, got {obj.get('kind')!r}"))
+    kind = obj.get("kind")
+    if kind not in SPEC_MODELS:
+        problems.append(Problem(".kind", f"must be {' or '.join(SPEC_MODELS)}, got {kind!r}"))
     if problems:
         return problems
-    schema = crd_schema()
+    schema = crd_schema(str(kind))
     validator = jsonschema.Draft4Validator(schema)
     problems += [Problem(_path(e.absolute_path), e.message) for e in validator.iter_errors(obj)]
     problems += list(_unknown_fields(obj, schema, ""))
@@ -117,7 +122,7 @@ def validate_object(obj: Any, old: dict[str, Any] | None = None) -> list[Problem
     problems += list(_cel(obj, old, schema, ""))
     if not problems:
         try:
-            InferenceServiceSpec.model_validate(obj["spec"])
+            SPEC_MODELS[str(kind)].model_validate(obj.get("spec") or {})
         except ValidationError as exc:
             for err in exc.errors():
                 problems.append(Problem(".spec" + _path(err["loc"]), err["msg"]))

@@ -108,9 +108,29 @@ class World:
         (self.apis.add if served else self.apis.discard)(kind)
         return before != self.apis
 
+    def known_child(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The copy of a child (same kind and name) the world holds now, if any."""
+        meta = body["metadata"]
+        owner = (meta.get("labels") or {}).get(contract.LABEL_ISVC)
+        kinds_of = self.children.get((meta.get("namespace", "default"), owner)) if owner else None
+        return kinds_of.get(body.get("kind", ""), {}).get(meta["name"]) if kinds_of else None
+
+    def replicas_running(self, key: Key) -> int:
+        """Replicas the live Deployment of a service runs (what a quota never takes away)."""
+        kinds_of = self.children.get(key)
+        return live_replicas(kinds_of.get(kinds.DEPLOYMENT.kind, {}).get(key[1])) if kinds_of else 0
+
     def children_of(self, key: Key) -> Children:
         """A snapshot of one InferenceService's live children."""
         return Children({kind: list(objs.values()) for kind, objs in self.children.get(key, {}).items()})
+
+
+def live_replicas(deployment: dict[str, Any] | None) -> int:
+    """Replicas a live Deployment runs (its spec.replicas; 0 when there is none)."""
+    if deployment is None:
+        return 0
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    return 1 if replicas is None else int(replicas)
 
 
 def condition_of(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any] | None:

@@ -45,8 +45,11 @@ class AdmissionController:
         if self.draining:
             raise refusals.server_draining(self.retry_after)
 
-    def check_room(self, weight: int, param: str = "n") -> None:
-        """Refuse now what `acquire` would refuse: 400 if `weight` exceeds the whole bound, 429 when full."""
+    def check_room(self, weight: int, param: str = "n", *, priority: int = 0) -> None:
+        """Refuse now what `acquire` would refuse: 400 if `weight` exceeds the whole bound, 429 when full.
+
+        FIFO: `priority` is accepted (the same call as the priority policy, `FairAdmission`) and ignored.
+        """
         self.check_open()
         if weight > self.max_in_flight:
             raise refusals.too_many_sequences(weight, self.max_in_flight, param)
@@ -58,8 +61,12 @@ class AdmissionController:
     def _fits(self, weight: int) -> bool:
         return not self._waiters and self.in_flight + weight <= self.max_in_flight
 
-    async def acquire(self, weight: int = 1) -> None:
-        """Take `weight` in-flight slots, waiting in the FIFO queue if there is room; else raise the refusal."""
+    async def acquire(self, weight: int = 1, *, tenant: str = "", priority: int = 0, cost: float = 1.0,
+                      share: int = 1) -> None:
+        """Take `weight` in-flight slots, waiting in the FIFO queue if there is room; else raise the refusal.
+
+        FIFO: tenant, priority, cost and share are accepted (the same call as `FairAdmission`) and ignored.
+        """
         self.check_room(weight)
         if self._fits(weight):
             self._take(weight)
@@ -82,8 +89,9 @@ class AdmissionController:
         self.in_flight += weight
         self._idle.clear()
 
-    def release(self, weight: int = 1) -> None:
-        """Give `weight` slots back and hand free slots to the oldest waiters that fit (strict FIFO)."""
+    def release(self, weight: int = 1, *, priority: int = 0) -> None:
+        """Give `weight` slots back and hand free slots to the oldest waiters that fit (strict FIFO; `priority`,
+        the same call as `FairAdmission`, is ignored)."""
         self.in_flight = max(0, self.in_flight - weight)
         while self._waiters:
             head = self._waiters[0]

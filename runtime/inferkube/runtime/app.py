@@ -23,9 +23,12 @@ def _lifespan(state: RuntimeState) -> Callable[[FastAPI], AbstractAsyncContextMa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         load = asyncio.create_task(state.load())
+        watching = [asyncio.create_task(w.run(), name=f"watch {w.name}") for w in state.watchers]
         try:
             yield
         finally:
+            for task in watching:
+                task.cancel()
             if not load.done():
                 load.cancel()
             await asyncio.gather(load, return_exceptions=True)

@@ -7,9 +7,9 @@ sizes (`shape.py`); only then come vLLM's request model and, when the byte bound
 context check, the tokenizer. The rate limit reserves budget, which `run_checks` gives back if a later
 check refuses. Taking the admission slot (or a place in its queue) follows in `serving.py`, where a
 client that goes away cancels it; `check_admission_room` only refuses early what it would refuse.
-A check relies only on what earlier checks filled in: `ctx.tenant` after `authenticate`, `ctx.body`
-after `read_body`, `ctx.shape` and `ctx.sequences` after `peek_request`, `ctx.estimated_tokens` after
-`take_rate_limit`, `ctx.parsed`, `ctx.n` and `ctx.streaming` after `parse_request`,
+A check relies only on what earlier checks filled in: `ctx.tenant`, `ctx.priority` and `ctx.weight` after
+`authenticate`, `ctx.body` after `read_body`, `ctx.shape` and `ctx.sequences` after `peek_request`,
+`ctx.budget_tokens` after `take_model_budget`, `ctx.estimated_tokens` after `take_rate_limit`, `ctx.parsed`, `ctx.n` and `ctx.streaming` after `parse_request`,
 `ctx.cache` after `look_up_response_cache`.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from inferkube.runtime import refusals, shape, validation
 from inferkube.runtime.context import CHAT, RequestContext
 from inferkube.runtime.state import FAILED, LOADING, WARMING, RuntimeState
-from inferkube.runtime.tenancy import REASON_BACKEND_UNAVAILABLE
+from inferkube.runtime.tenancy import REASON_BACKEND_UNAVAILABLE, RateLimitDecision, Tenant
 
 Check = Callable[[RuntimeState, RequestContext], Awaitable[None]]
 
@@ -29,15 +29,17 @@ LARGE_BODY_BYTES = 32_768  # tokenize bodies larger than this in a thread, off t
 
 
 async def authenticate(state: RuntimeState, ctx: RequestContext) -> None:
-    """401 unless keys are off or the bearer key is a tenant's; sets the tenant and its metric label."""
-    if not state.registry.enabled:
-        ctx.tenant_label = state.metrics.tenant_label(ctx.tenant.name)
-        return
-    tenant = state.registry.authenticate(ctx.http.headers.get("authorization"))
-    if tenant is None:
-        raise refusals.unauthenticated()
-    ctx.tenant = tenant
-    ctx.tenant_label = state.metrics.tenant_label(tenant.name)
+    """401 unless keys are off or the bearer key is a tenant's; sets the tenant (with its effective limits
+    under the quota policy), its priority and weight, and its metric label."""
+    registry = state.tenancy.registry
+    if registry.enabled:
+        tenant = registry.authenticate(ctx.http.headers.get("authorization"))
+        if tenant is None:
+            raise refusals.unauthenticated()
+        ctx.tenant = tenant
+    resolved = state.tenancy.resolve(ctx.tenant)
+    ctx.tenant, ctx.priority, ctx.weight = resolved.tenant, resolved.priority, resolved.weight
+    ctx.tenant_label = state.metrics.tenant_label(ctx.tenant.name)
 
 
 async def refuse_while_draining(state: RuntimeState, ctx: RequestContext) -> None:
@@ -57,7 +59,7 @@ async def precheck_admission(state: RuntimeState, ctx: RequestContext) -> None:
     """429 before the body is read when not even one sequence has a slot or a place in the queue (with the
     response cache on this waits for the lookup: a hit needs no slot)."""
     if state.response_cache is None:
-        state.admission.check_room(1)
+        state.admission.check_room(1, priority=ctx.priority)
 
 
 async def precheck_rate_limit(state: RuntimeState, ctx: RequestContext) -> None:
@@ -100,24 +102,45 @@ async def check_admission_room(state: RuntimeState, ctx: RequestContext) -> None
     (a response-cache hit needs no slot)."""
     if ctx.cache is not None and ctx.cache.hit:
         return
-    state.admission.check_room(ctx.sequences, ctx.peeked.prompt_param if len(ctx.peeked.prompts) > 1 else "n")
+    state.admission.check_room(ctx.sequences, ctx.peeked.prompt_param if len(ctx.peeked.prompts) > 1 else "n",
+                               priority=ctx.priority)
+
+
+async def _reserve(state: RuntimeState, ctx: RequestContext, tenant: Tenant) -> tuple[RateLimitDecision, int]:
+    """Reserve the byte-bound upper estimate of the request's tokens against `tenant`'s limits.
+
+    Only "can never fit the budget" is re-asked with the lower bound, so that verdict is never a guess.
+    A response-cache hit is one request and no tokens. Returns the decision and the tokens it reserved.
+    """
+    limit_len, cap = state.engine.max_model_len, state.settings.max_tokens_cap
+    hit = ctx.cache is not None and ctx.cache.hit
+    tokens = 0 if hit else shape.estimate_tokens(ctx.peeked, limit_len, cap)
+    decision = await state.limiter.acquire(tenant, tokens)
+    if decision.exceeds_budget:
+        lower = shape.estimate_tokens(ctx.peeked, limit_len, cap, upper=False)
+        if lower < tokens:
+            tokens = lower
+            decision = await state.limiter.acquire(tenant, lower)
+    return decision, tokens
+
+
+async def take_model_budget(state: RuntimeState, ctx: RequestContext) -> None:
+    """429 when the model-wide token budget of the quota policy (all tenants, all replicas) has no room."""
+    budget = state.tenancy.model_budget()
+    if budget is None:
+        return
+    decision, ctx.budget_tokens = await _reserve(state, ctx, budget)
+    if not decision.allowed:
+        raise refusals.model_budget_spent(budget.tokens_per_minute, decision)
+    ctx.budget, ctx.budget_reservation = budget, decision
 
 
 async def take_rate_limit(state: RuntimeState, ctx: RequestContext) -> None:
     """429 (or 503 when its backend is down and it fails closed) unless the tenant's limits allow it.
 
     Reserves the byte-bound upper estimate (reconciled with the engine's count when the request ends).
-    Only "can never fit the budget" is re-asked with the lower bound, so that verdict is never a guess.
     """
-    limit_len, cap = state.engine.max_model_len, state.settings.max_tokens_cap
-    hit = ctx.cache is not None and ctx.cache.hit  # a response-cache hit: one request, no tokens
-    ctx.estimated_tokens = 0 if hit else shape.estimate_tokens(ctx.peeked, limit_len, cap)
-    decision = await state.limiter.acquire(ctx.tenant, ctx.estimated_tokens)
-    if decision.exceeds_budget:
-        lower = shape.estimate_tokens(ctx.peeked, limit_len, cap, upper=False)
-        if lower < ctx.estimated_tokens:
-            ctx.estimated_tokens = lower
-            decision = await state.limiter.acquire(ctx.tenant, lower)
+    decision, ctx.estimated_tokens = await _reserve(state, ctx, ctx.tenant)
     ctx.rate_limit_headers = dict(decision.headers)
     if not decision.allowed:
         raise refusals.rate_limited(decision)
@@ -176,6 +199,9 @@ def settle_rate_limit(state: RuntimeState, ctx: RequestContext, actual_tokens: i
     decision, ctx.reservation = ctx.reservation, None
     if decision is not None:
         state.spawn(state.limiter.complete(ctx.tenant, ctx.estimated_tokens, actual_tokens, decision.ticket))
+    budget, ctx.budget_reservation = ctx.budget_reservation, None
+    if budget is not None and ctx.budget is not None:
+        state.spawn(state.limiter.complete(ctx.budget, ctx.budget_tokens, actual_tokens, budget.ticket))
 
 
 GENERATION_CHECKS: tuple[Check, ...] = (
@@ -190,6 +216,7 @@ GENERATION_CHECKS: tuple[Check, ...] = (
     check_caps,             # 400 (n, max_tokens, stop, token ids)
     look_up_response_cache,  # only when the cache is on: the full parse, then the lookup; a hit skips admission
     check_admission_room,   # 400 (more sequences than the bound), 429
+    take_model_budget,      # 429; reserves the model-wide budget of the quota policy (byte-bound estimate)
     take_rate_limit,        # 429 / 503; reserves the byte-bound estimate (a cache hit: no tokens)
     check_context_bounds,   # 400 (context length, certain from the byte bounds)
     parse_request,          # 400 (vLLM's request model)

@@ -48,6 +48,11 @@ class RequestContext:
     cache: CacheLookup | None = None  # the response cache's decision (None: the cache is off)
     cut: bool = False  # ended by the drain deadline (answered 503)
     request_id: str = ""  # the caller's X-Request-Id when it is a plain token, else a random one
+    priority: int = 0  # the tenant's priority under the quota policy (higher is served first)
+    weight: int = 1    # its fair-share weight among tenants of equal priority
+    budget: Tenant | None = None  # the model-wide token budget, when the quota policy sets one
+    budget_reservation: RateLimitDecision | None = None
+    budget_tokens: int = 0  # the tokens reserved against the model budget (its own byte-bound estimate)
 
     def __post_init__(self) -> None:
         if not self.request_id:

@@ -200,6 +200,8 @@ def vllm_cli_args(settings: RuntimeSettings, model_path: str) -> list[str]:
         argv.append(flag)
     if settings.max_num_seqs is not None:
         argv += ["--max-num-seqs", str(settings.max_num_seqs)]
+    if settings.scheduling_policy == "priority":
+        argv += ["--scheduling-policy", "priority"]  # each request then carries its tenant's priority
     return argv + list(settings.engine_args)
 
 

@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from inferkube.api.contract import (
+    METRIC_ADMISSION_WAIT_SECONDS,
+    METRIC_ADMITTED_TOTAL,
     METRIC_CLIENT_DISCONNECTS_TOTAL,
     METRIC_COMPLETION_TOKENS_TOTAL,
+    METRIC_CONFIG_RELOADS_TOTAL,
     METRIC_E2E_SECONDS,
     METRIC_KV_CACHE_USAGE,
     METRIC_PROMPT_TOKENS_TOTAL,
@@ -30,6 +33,7 @@ from inferkube.api.contract import (
     METRIC_RESPONSE_CACHE_MISSES_TOTAL,
     METRIC_RESPONSE_CACHE_SIZE_BYTES,
     METRIC_RESPONSE_CACHE_STORED_BYTES_TOTAL,
+    METRIC_SHED_TOTAL,
     METRIC_TPOT_SECONDS,
     METRIC_TTFT_SECONDS,
     REJECTION_REASONS,
@@ -111,6 +115,16 @@ class RuntimeMetrics:
         self.backend_errors = Counter(_counter_name(METRIC_RATELIMIT_BACKEND_ERRORS_TOTAL),
                                       "Rate-limit backend (e.g. Redis) failures.", registry=registry)
         self.cache = ResponseCacheMetrics(registry)
+        self.admission_wait = Histogram(METRIC_ADMISSION_WAIT_SECONDS, "Time a request waited for an in-flight slot.",
+                                        ["model", "priority"], buckets=_TTFT_BUCKETS, registry=registry)
+        self.admitted = Counter(_counter_name(METRIC_ADMITTED_TOTAL), "Requests handed to the engine, by tenant and priority.",
+                                ["model", "tenant", "priority"], registry=registry)
+        self.shed = Counter(_counter_name(METRIC_SHED_TOTAL),
+                            "Queued requests refused (429) to make room for more important ones.",
+                            ["model", "tenant", "priority"], registry=registry)
+        self.config_reloads = Counter(_counter_name(METRIC_CONFIG_RELOADS_TOTAL),
+                                      "Reloads of the tenants file and the tenant policy; result=error kept the old one.",
+                                      ["file", "result"], registry=registry)
         self._backend_errors_seen = 0
         self._tenants: set[str] = set()
         self._lock = threading.Lock()
@@ -157,6 +171,11 @@ class RuntimeMetrics:
         """One answered request by tenant and HTTP status (every answer goes through here)."""
         self._child(self.requests, model, tenant_label, status).inc()
 
+    def observe_admitted(self, model: str, tenant_label: str, priority: str, waited: float) -> None:
+        """A request got its in-flight slot after `waited` seconds in the admission queue."""
+        self.admission_wait.labels(model, priority).observe(waited)
+        self.admitted.labels(model, tenant_label, priority).inc()
+
     def observe_finished(self, model: str, ctx: RequestContext, status: str, disconnected: bool) -> None:
         """An admitted request has ended: its status, latencies and the tokens the engine counted."""
         t = ctx.tracker
@@ -191,6 +210,11 @@ class RuntimeMetrics:
             if delta > 0:
                 self.backend_errors.inc(delta)
                 self._backend_errors_seen = total
+
+
+def priority_label(priority: int) -> str:
+    """high, normal, low for the named priorities, else the number."""
+    return {100: "high", 0: "normal", -100: "low"}.get(priority, str(priority))
 
 
 def _engine_samples(name: str, registry: CollectorRegistry) -> list[float]:

@@ -71,6 +71,20 @@ def too_many_sequences(weight: int, bound: int, param: str = "n") -> ApiError:
                     code="request_too_large")
 
 
+def shed(retry_after: float) -> ApiError:
+    """429: the queue is full and this waiting request gave its place to a more important one."""
+    return ApiError(429, "The server is at capacity and serves more important requests first; retry later.",
+                    code="server_overloaded", reason=REJECTION_ADMISSION, headers=_retry_after(retry_after))
+
+
+def model_budget_spent(tokens_per_minute: int | None, decision: RateLimitDecision) -> ApiError:
+    """429: the model-wide token budget (all tenants, all replicas) has no room for this request now."""
+    retry = str(max(1, math.ceil(decision.retry_after)))
+    return ApiError(429, f"The model's token budget ({tokens_per_minute} tokens per minute for all tenants together) "
+                    "is spent; retry later.", code="model_budget_exceeded", reason=REJECTION_RATE_LIMIT,
+                    headers={"Retry-After": retry})
+
+
 def rate_limited(decision: RateLimitDecision) -> ApiError:
     """The refusal for a limiter decision: 429 to wait out, 429 without Retry-After for a request that can
     never fit the tenant's budget, 503 when the limiter's backend is down and it fails closed."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +26,7 @@ from inferkube.runtime.context import CHAT, RequestContext
 from inferkube.runtime.engine import ServingResult
 from inferkube.runtime.errors import ApiError, error_body, error_response
 from inferkube.runtime.logs import log_request
+from inferkube.runtime.metrics import priority_label
 from inferkube.runtime.refusals import refusal_response
 from inferkube.runtime.state import RuntimeState, runtime_state
 from inferkube.runtime.validation import ClientGone, context_exceeded
@@ -32,6 +34,7 @@ from inferkube.runtime.validation import ClientGone, context_exceeded
 # The `param` of vLLM's own context-length errors (its renderer's token and character checks).
 ENGINE_CONTEXT_PARAMS = ("input_tokens", "input_text")
 
+ENGINE_PRIORITY_HEADER = b"x-vllm-priority"  # vLLM's serving layer would take a request's priority from it
 log = logging.getLogger("inferkube.runtime.serving")
 
 
@@ -56,7 +59,7 @@ class Admitted:
             return
         self.done = True
         state, t = self.state, self.ctx.tracker
-        state.admission.release(self.ctx.sequences)
+        state.admission.release(self.ctx.sequences, priority=self.ctx.priority)
         state.metrics.observe_finished(state.settings.model_name, self.ctx, status, disconnected)
         log_request(state.settings.model_name, self.ctx, status)
         settle_rate_limit(state, self.ctx, t.prompt_tokens + t.completion_tokens)
@@ -203,8 +206,10 @@ def _drop_unsent(state: RuntimeState, work: asyncio.Task) -> None:
 
 
 async def _admit_and_run(state: RuntimeState, ctx: RequestContext) -> Response:
+    waited = time.perf_counter()
     try:
-        await state.admission.acquire(ctx.sequences)
+        await state.admission.acquire(ctx.sequences, tenant=ctx.tenant.name, priority=ctx.priority,
+                                      cost=ctx.estimated_tokens, share=ctx.weight)
     except ApiError as err:
         settle_rate_limit(state, ctx, 0)
         return refusal_response(state, ctx, err)
@@ -212,6 +217,9 @@ async def _admit_and_run(state: RuntimeState, ctx: RequestContext) -> Response:
         settle_rate_limit(state, ctx, 0)
         raise
     admitted = Admitted(state, ctx)
+    state.metrics.observe_admitted(state.settings.model_name, ctx.tenant_label, priority_label(ctx.priority),
+                                   time.perf_counter() - waited)
+    set_engine_priority(state, ctx)
     try:
         result = await _call_engine(state, ctx)
     except asyncio.CancelledError:
@@ -222,6 +230,14 @@ async def _admit_and_run(state: RuntimeState, ctx: RequestContext) -> Response:
         admitted.finish("500")
         return JSONResponse(error_body(500, "The engine failed to serve the request."), status_code=500)
     return _answer(state, ctx, admitted, result)
+
+
+def set_engine_priority(state: RuntimeState, ctx: RequestContext) -> None:
+    """The engine schedules by the tenant's priority, never by one the client sends (body field or header)."""
+    ctx.http.scope["headers"] = [(k, v) for k, v in ctx.http.scope.get("headers", []) if k.lower() != ENGINE_PRIORITY_HEADER]
+    ctx.http.__dict__.pop("_headers", None)  # Starlette caches the parsed headers on first use: re-read the scope
+    engine_priority = -ctx.priority if state.settings.scheduling_policy == "priority" else 0  # vLLM: lower goes first
+    setattr(ctx.parsed, "priority", engine_priority)  # noqa: B010 - vLLM's request models carry `priority`
 
 
 async def _call_engine(state: RuntimeState, ctx: RequestContext) -> ServingResult:

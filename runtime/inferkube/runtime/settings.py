@@ -45,6 +45,11 @@ class RuntimeSettings(BaseSettings):
 
     # --- tenancy and rate limits ------------------------------------------------------------
     tenants_file: Path | None = None
+    tenant_policy_file: Path | None = Field(
+        None, description="The quota's tenant policy (a ConfigMap the operator writes); absent file: no policy.")
+    reload_interval: float = Field(1.0, gt=0, description="Seconds between checks of the tenants and policy files.")
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        "fcfs", description="fcfs: FIFO admission. priority: priority + fair-share admission and vLLM priority scheduling.")
     rate_limit_backend: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
     rate_limit_fail_open: bool = True

@@ -10,12 +10,17 @@ from typing import Any, Final
 
 from fastapi import FastAPI
 
+from inferkube.api.quota import TenantLimits
+from inferkube.api.tenantpolicy import PolicyFileError, TenantPolicy
 from inferkube.runtime.admission import AdmissionController
 from inferkube.runtime.engine import Engine, VLLMEngine
-from inferkube.runtime.metrics import RuntimeMetrics, get_metrics
+from inferkube.runtime.fairqueue import FairAdmission
+from inferkube.runtime.metrics import RuntimeMetrics, get_metrics, priority_label
+from inferkube.runtime.reload import FileWatcher
 from inferkube.runtime.response_cache import build_response_cache
 from inferkube.runtime.settings import RuntimeSettings
 from inferkube.runtime.tenancy import RateLimiter, TenantRegistry, build_rate_limiter
+from inferkube.runtime.tenancy.policy import TenancyState, load_policy_file
 
 log = logging.getLogger("inferkube.runtime")
 
@@ -45,6 +50,17 @@ def build_tenancy(settings: RuntimeSettings) -> tuple[TenantRegistry, RateLimite
     return registry, limiter
 
 
+def initial_policy(settings: RuntimeSettings) -> TenantPolicy | None:
+    """The tenant policy at start-up; a broken one is logged and ignored (its watcher picks up the next version)."""
+    if settings.tenant_policy_file is None:
+        return None
+    try:
+        return load_policy_file(settings.tenant_policy_file)
+    except PolicyFileError as exc:
+        log.error("tenant policy ignored until it is fixed: %s", exc)
+        return None
+
+
 class RuntimeState:
     """Everything one running server shares: settings, engine, tenancy, admission, metrics, phase."""
 
@@ -52,10 +68,17 @@ class RuntimeState:
                  limiter: RateLimiter, metrics: RuntimeMetrics) -> None:
         self.settings = settings
         self.engine = engine
-        self.registry = registry
+        defaults = TenantLimits(requests_per_minute=settings.default_requests_per_minute,
+                                tokens_per_minute=settings.default_tokens_per_minute)
+        self.tenancy = TenancyState(registry, initial_policy(settings), defaults, settings.model_name)
         self.limiter = limiter
         self.metrics = metrics
-        self.admission = AdmissionController(settings.max_in_flight, settings.max_queued)
+        self.admission: AdmissionController | FairAdmission
+        if settings.scheduling_policy == "priority":
+            self.admission = FairAdmission(settings.max_in_flight, settings.max_queued, on_shed=self._count_shed)
+        else:
+            self.admission = AdmissionController(settings.max_in_flight, settings.max_queued)
+        self.watchers = self._watchers()
         self.response_cache = build_response_cache(settings, metrics.cache)
         self.phase: str = LOADING
         self.on_fatal: Callable[[BaseException], None] | None = None
@@ -77,6 +100,37 @@ class RuntimeState:
             limiter = limiter if limiter is not None else built_limiter
         return cls(settings, engine if engine is not None else VLLMEngine(settings), registry, limiter,
                    metrics or get_metrics())
+
+    @property
+    def registry(self) -> TenantRegistry:
+        """The tenants file in force (reloaded when it changes)."""
+        return self.tenancy.registry
+
+    def _count_shed(self, tenant: str, priority: int) -> None:
+        self.metrics.shed.labels(self.settings.model_name, self.metrics.tenant_label(tenant), priority_label(priority)).inc()
+
+    def _watchers(self) -> list[FileWatcher[Any]]:
+        """Reload the tenants file and the tenant policy when the kubelet swaps them; every reload is counted."""
+        files: list[tuple[str, Any, Callable[[Any], Any], Callable[[Any], None]]] = [
+            ("tenants", self.settings.tenants_file, TenantRegistry.from_file, self.tenancy.set_registry),
+            ("policy", self.settings.tenant_policy_file, load_policy_file, self.tenancy.set_policy),
+        ]
+        return [FileWatcher(path, load, self._counted(name, apply), name=name, interval=self.settings.reload_interval,
+                            on_error=self._count_error(name))
+                for name, path, load, apply in files if path is not None]
+
+    def _counted(self, name: str, apply: Callable[[Any], None]) -> Callable[[Any], None]:
+        """apply, then count a good reload of the file `name`."""
+        def applied(value: Any) -> None:
+            apply(value)
+            self.metrics.config_reloads.labels(name, "ok").inc()
+        return applied
+
+    def _count_error(self, name: str) -> Callable[[str], None]:
+        """Count a refused new version of the file `name` (the watcher has logged why)."""
+        def failed(_: str) -> None:
+            self.metrics.config_reloads.labels(name, "error").inc()
+        return failed
 
     @property
     def ready(self) -> bool:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 from kopf.testing import KopfRunner
 
-from inferkube.operator.crd import build_crd
+from inferkube.operator.crd import build_crd, build_quota_crd
 from tests.kube_emulator import KubeEmulator
 from tests.schemas import require_upstream, upstream_crd
 
@@ -62,6 +62,7 @@ def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeEmulator]:
     with KubeEmulator(namespaces=("default", NS)) as emulator:
         monkeypatch.setenv("KUBECONFIG", emulator.kubeconfig())
         emulator.create(build_crd())
+        emulator.create(build_quota_crd())
         yield emulator
 
 

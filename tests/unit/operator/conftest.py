@@ -15,7 +15,10 @@ from inferkube.operator.render import render_children
 from inferkube.operator.settings import OperatorSettings
 
 REPO = Path(__file__).resolve().parents[3]
-EXAMPLES = sorted((REPO / "manifests" / "examples").glob("*.yaml"))
+ALL_EXAMPLES = sorted((REPO / "manifests" / "examples").glob("*.yaml"))
+# InferenceService examples render children; the InferenceQuota examples are checked in test_quota_api.py.
+EXAMPLES = [p for p in ALL_EXAMPLES if yaml.safe_load(p.read_text()).get("kind") == "InferenceService"]
+QUOTA_EXAMPLES = [p for p in ALL_EXAMPLES if yaml.safe_load(p.read_text()).get("kind") == "InferenceQuota"]
 
 
 def load_example(path: Path) -> dict[str, Any]:

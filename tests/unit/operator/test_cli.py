@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inferkube.operator.crd import render_crd_yaml
+from inferkube.operator.crd import render_crd_yaml, render_quota_crd_yaml
 from tests.unit.operator.conftest import EXAMPLES, REPO
 
 
@@ -52,10 +52,12 @@ def test_validate_accepts_every_example(path: Path) -> None:
     assert "valid" in result.stdout
 
 
-def test_crd_prints_the_generated_crd(tmp_path: Path) -> None:
-    assert run("crd").stdout == render_crd_yaml()
+def test_crd_prints_the_generated_crds(tmp_path: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(run("crd").stdout) if d]
+    assert [d["spec"]["names"]["kind"] for d in docs] == ["InferenceService", "InferenceQuota"]
     assert run("crd", "-o", str(tmp_path)).returncode == 0
     assert (tmp_path / "serving.inferkube.dev_inferenceservices.yaml").read_text() == render_crd_yaml()
+    assert (tmp_path / "serving.inferkube.dev_inferencequotas.yaml").read_text() == render_quota_crd_yaml()
 
 
 def test_malformed_yaml(tmp_path: Path) -> None:
@@ -72,7 +74,7 @@ def test_missing_file() -> None:
 def test_wrong_kind(tmp_path: Path) -> None:
     f = tmp_path / "cm.yaml"
     f.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
-    assert_clean_failure(run("validate", "-f", str(f)), "document 1 is 'ConfigMap'", "expected kind InferenceService")
+    assert_clean_failure(run("validate", "-f", str(f)), "document 1 is 'ConfigMap'", "expected kind InferenceService or InferenceQuota")
 
 
 def test_every_problem_is_printed_with_its_path(tmp_path: Path) -> None:

@@ -28,15 +28,18 @@ def rendered() -> tuple[dict[str, Any], ...]:
     return tuple(d for d in yaml.safe_load_all(out) if d)
 
 
-def one(kind: str) -> dict[str, Any]:
-    return next(o for o in rendered() if o["kind"] == kind)
+def one(kind: str, name: str | None = None) -> dict[str, Any]:
+    return next(o for o in rendered() if o["kind"] == kind and name in (None, o["metadata"]["name"]))
 
 
 def test_kustomization_renders_every_install_object() -> None:
     kinds = sorted(o["kind"] for o in rendered())
-    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+    assert kinds == sorted(["Namespace", "CustomResourceDefinition", "CustomResourceDefinition", "ServiceAccount",
+                            "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole",
                             "ClusterRoleBinding", "ConfigMap", "Deployment"])
     assert (REPO / "crds" / KUSTOMIZATION_FILENAME).read_text() == render_kustomization_yaml()
+    crds = {o["metadata"]["name"] for o in rendered() if o["kind"] == "CustomResourceDefinition"}
+    assert crds == {"inferenceservices.serving.inferkube.dev", "inferencequotas.serving.inferkube.dev"}
 
 
 def test_kubectl_apply_f_crds_reads_only_crds() -> None:
@@ -63,7 +66,7 @@ def _allowed(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]
 
 
 def test_rbac_allows_exactly_what_the_operator_does() -> None:
-    rules = one("ClusterRole")["rules"]
+    rules = one("ClusterRole", "inferkube-operator")["rules"]
     for kind in kinds.WATCHED:
         group, plural = kind.group, kind.plural
         verbs = _allowed(rules, group, plural)
@@ -74,7 +77,7 @@ def test_rbac_allows_exactly_what_the_operator_does() -> None:
             assert verbs == {"list", "watch", "create", "delete"}, "Jobs are created once, never patched"
         elif plural == "persistentvolumeclaims":
             assert verbs == {"list", "watch", "create"}, "claims are immutable and hold data: never deleted"
-        elif plural in ("horizontalpodautoscalers", "scaledobjects", "servicemonitors", "prometheusrules"):
+        elif plural in ("horizontalpodautoscalers", "scaledobjects", "servicemonitors", "prometheusrules", "configmaps"):
             assert verbs == {"list", "watch", "create", "patch", "delete"}, plural
         else:
             assert verbs == {"list", "watch", "create", "patch"}, plural
@@ -82,6 +85,9 @@ def test_rbac_allows_exactly_what_the_operator_does() -> None:
     assert _allowed(rules, "serving.inferkube.dev", "inferenceservices/status") == {"patch"}
     assert _allowed(rules, "serving.inferkube.dev", "inferenceservices/finalizers") == {"update"}
     assert _allowed(rules, "", "pods/log") == {"get"}
+    assert _allowed(rules, "serving.inferkube.dev", "inferencequotas") == {"list", "watch"}, "quotas are the platform's"
+    assert _allowed(rules, "serving.inferkube.dev", "inferencequotas/status") == {"patch"}
+    assert {"list", "watch"} <= _allowed(rules, "", "namespaces"), "namespaceSelector needs namespace labels"
     assert not any("*" in r["verbs"] for r in rules)
     deletable = {r for rule in rules if "delete" in rule["verbs"] for r in rule["resources"]}
     assert deletable == {kind.plural for kind in kinds.PRUNABLE}, "delete only what reconcile prunes"
@@ -110,10 +116,12 @@ def test_settings_configmap_is_what_the_operator_loads(tmp_path: Path) -> None:
 
 
 def test_the_operator_may_watch_its_settings_configmap_and_nothing_else() -> None:
-    rules = one("ClusterRole")["rules"]
+    rules = one("ClusterRole", "inferkube-operator")["rules"]
     configmap = one("ConfigMap")["metadata"]["name"]
-    [rule] = [r for r in rules if "configmaps" in r["resources"]]
+    [rule] = [r for r in rules if "configmaps" in r["resources"] and {"list", "watch"} & set(r["verbs"])]
     assert (rule["apiGroups"], rule["verbs"], rule["resourceNames"]) == ([""], ["list", "watch"], [configmap])
+    others = [r for r in rules if "configmaps" in r["resources"] and r is not rule]
+    assert all(not {"get", "list", "watch"} & set(r["verbs"]) for r in others), "tenant policies are never read"
     env = {e["name"]: e for e in one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env[settings.CONFIGMAP_ENV]["value"] == configmap == settings.DEFAULT_CONFIGMAP
     assert env[settings.NAMESPACE_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
@@ -124,3 +132,32 @@ def test_the_operator_may_watch_its_settings_configmap_and_nothing_else() -> Non
 def test_events_name_the_operator_pod() -> None:
     env = {e["name"]: e for e in one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env[events.POD_NAME_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def _aggregated_into(role: str) -> list[dict[str, Any]]:
+    """Rules the built-in ClusterRole `role` (view, edit, admin) picks up from our aggregated roles."""
+    return [rule for o in rendered() if o["kind"] == "ClusterRole"
+            and (o["metadata"].get("labels") or {}).get(AGGREGATE + role) == "true" for rule in o["rules"]]
+
+
+def test_application_teams_edit_services_but_not_quotas() -> None:
+    group = "serving.inferkube.dev"
+    for role in ("edit", "admin"):
+        rules = _aggregated_into(role)
+        assert {"create", "update", "patch", "delete", "get", "list", "watch"} <= _allowed(rules, group, "inferenceservices")
+        assert {"update", "patch"} <= _allowed(rules, group, "inferenceservices/scale")
+        assert _allowed(rules, group, "inferencequotas") == {"get", "list", "watch"}, f"{role} must not write quotas"
+        assert _allowed(rules, group, "inferenceservices/status") == {"get", "list", "watch"}, "status is the operator's"
+    view = _aggregated_into("view")
+    assert _allowed(view, group, "inferenceservices") == {"get", "list", "watch"}
+    assert _allowed(view, group, "inferencequotas") == {"get", "list", "watch"}
+
+
+def test_the_platform_role_manages_quotas_and_is_not_aggregated() -> None:
+    role = one("ClusterRole", "inferkube-quota-admin")
+    assert not any(k.startswith(AGGREGATE) for k in (role["metadata"].get("labels") or {}))
+    assert {"create", "update", "patch", "delete"} <= _allowed(role["rules"], "serving.inferkube.dev", "inferencequotas")
+    assert not {"create", "update", "patch", "delete"} & _allowed(role["rules"], "serving.inferkube.dev", "inferenceservices")

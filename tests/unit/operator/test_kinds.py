@@ -19,7 +19,7 @@ def test_every_rendered_child_is_a_known_kind_with_its_api_version(example: dict
 
 def test_the_table_answers_what_is_watched_pruned_and_optional() -> None:
     assert [k.kind for k in kinds.PRUNABLE] == ["HorizontalPodAutoscaler", "ScaledObject", "ServiceMonitor",
-                                                "PrometheusRule", "Job"]
+                                                "PrometheusRule", "Job", "ConfigMap"]
     assert {k.plural for k in kinds.WATCHED} == {
         "deployments", "services", "persistentvolumeclaims", "jobs", "poddisruptionbudgets",
         "horizontalpodautoscalers", "pods", "servicemonitors", "prometheusrules", "scaledobjects"}

@@ -91,3 +91,37 @@ async def test_a_rejected_child_is_apply_rejected_through_the_same_status_path()
     [status] = writer.status_patches
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "ApplyRejected")
+
+
+# --- The tenant policy ConfigMap is not watched: what the Deployment's annotation tells after a restart ---
+
+def _policy_children(digest: str | None) -> Any:
+    from inferkube.api import contract
+    annotations = {contract.ANNOTATION_TENANT_POLICY: digest} if digest else {}
+    return Children({"Deployment": [{"kind": "Deployment", "metadata": {"name": "m", "annotations": annotations}}]})
+
+
+def test_a_restarted_operator_knows_the_policy_it_wrote_from_the_deployment() -> None:
+    from inferkube.api.tenantpolicy import TenantPolicy
+    from inferkube.operator.apply import OwnerRef, adopt
+    from inferkube.operator.builders.tenant_policy import build_tenant_policy, policy_digest
+    from inferkube.operator.inputs import ServiceMeta
+    from inferkube.operator.reconcile import needs_apply, recall_tenant_policy
+    from inferkube.operator.render import Child
+
+    meta, owner = ServiceMeta("m", "ns"), OwnerRef("m", "uid-1")
+    policy = TenantPolicy.model_validate({"ceiling": {"tokensPerMinute": 10}})
+    child = Child(build_tenant_policy(meta, policy))
+    same = _policy_children(policy_digest(meta, policy))
+    recall_tenant_policy([child], same, meta, owner)
+    assert not needs_apply(child, adopt(child.body, owner), same.get("ConfigMap", "m-tenant-policy")), "no write after a restart"
+    other = _policy_children("0123456789abcdef")
+    recall_tenant_policy([child], other, meta, owner)
+    assert needs_apply(child, adopt(child.body, owner), other.get("ConfigMap", "m-tenant-policy")), "a changed policy is applied"
+    gone = _policy_children("0123456789abcdef")
+    recall_tenant_policy([], gone, meta, owner)
+    stale = gone.get("ConfigMap", "m-tenant-policy")
+    assert stale is not None and stale["metadata"]["ownerReferences"][0]["uid"] == "uid-1", "no policy wanted: pruned"
+    none = _policy_children(None)
+    recall_tenant_policy([child], none, meta, owner)
+    assert none.get("ConfigMap", "m-tenant-policy") is None, "never written: nothing to recall"

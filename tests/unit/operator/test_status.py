@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from inferkube.operator.inputs import ServiceMeta
 from inferkube.operator.names import cache_key, download_job_name
 from inferkube.operator.parse import parse_spec
+from inferkube.operator.quota import ADMITTED, CLAMPED, REFUSED, ServiceDecision
 from inferkube.operator.settings import OperatorSettings
 from inferkube.operator.status import (
     APPLY_REJECTED,
@@ -22,6 +24,7 @@ from inferkube.operator.status import (
     monitoring_ready,
     phase_of,
     progressing,
+    quota_exceeded,
     read_facts,
     ready,
     refused_status,
@@ -146,11 +149,16 @@ def test_status_is_not_rewritten_when_nothing_changed() -> None:
 # --- One test per condition function and per phase row ---------------------------------------------
 
 def facts(*children: dict[str, Any], spec: Any = SPEC, apis: set[str] | None = None,
-          report: dict[str, Any] | None = None) -> Facts:
+          report: dict[str, Any] | None = None, quota: ServiceDecision | None = None) -> Facts:
     kids = Children()
     for child in children:
         kids.by_kind.setdefault(child["kind"], []).append(child)
-    return read_facts(spec, META, 3, kids, observe(spec, META, kids, apis or set()), report)
+    observed = dataclasses.replace(observe(spec, META, kids, apis or set()), quota=quota)
+    return read_facts(spec, META, 3, kids, observed, report)
+
+
+NEEDS = "needs 2 GPUs, 0 of 4 left under InferenceQuota team"
+REFUSAL = ServiceDecision(("team",), REFUSED, 0, message=NEEDS)
 
 
 def reason(condition: Any) -> str:
@@ -316,6 +324,7 @@ def test_every_row_of_the_phase_table_is_reachable() -> None:
     cases = {
         "download failed": facts(job("Failed")),
         "degraded and not serving": facts(job("Complete"), deployment(0, quota)),
+        "refused by a quota": facts(job("Complete"), {**deployment(0, []), "spec": {"replicas": 0}}, quota=REFUSAL),
         "downloading": facts(job("Active")),
         "no deployment yet": facts(job("Complete")),
         "rolling out": facts(job("Complete"), rolling(1)),
@@ -328,6 +337,7 @@ def test_every_row_of_the_phase_table_is_reachable() -> None:
     assert got == {
         "download failed": ("Failed", "BackoffLimitExceeded:"),
         "degraded and not serving": ("Failed", "ReplicaFailure: exceeded quota"),
+        "refused by a quota": ("Pending", f"QuotaExceeded: {NEEDS}"),
         "downloading": ("CachingModel", "downloading"),
         "no deployment yet": ("Pending", "creating children"),
         "rolling out": ("RollingOut", "1/2 updated"),
@@ -342,6 +352,25 @@ def test_every_row_of_the_phase_table_is_reachable() -> None:
     assert phase_of(serving_with_problem, degraded(serving_with_problem)) == ("Degraded", "2/2 replicas ready")
     new_revision_failed = facts(job("Failed"), deployment(2, AVAILABLE))
     assert phase_of(new_revision_failed, degraded(new_revision_failed)) == ("Degraded", "2/2 replicas ready")
+
+
+def test_quota_exceeded_only_where_a_quota_selects_the_service() -> None:
+    assert quota_exceeded(facts()) is None
+    within = quota_exceeded(facts(quota=ServiceDecision(("a", "b"), ADMITTED, 2)))
+    assert within is not None and (within.status, within.reason, within.message) == \
+        ("False", "WithinQuota", "admitted by InferenceQuota a, b")
+    clamped = quota_exceeded(facts(quota=ServiceDecision(("a",), CLAMPED, 2, 1, "maxReplicas 5 clamped to 2: ...")))
+    assert clamped is not None and (clamped.status, clamped.reason) == ("True", CLAMPED)
+    refused = quota_exceeded(facts(quota=REFUSAL))
+    assert refused is not None and (refused.status, refused.reason, refused.message) == ("True", REFUSED, NEEDS)
+
+
+def test_a_refused_service_is_not_ready_even_at_zero_replicas() -> None:
+    f = facts(job("Complete"), {**deployment(0, []), "spec": {"replicas": 0}}, quota=REFUSAL)
+    got = ready(f, degraded(f), *phase_of(f, degraded(f)))
+    assert (got.status, got.reason, got.message) == ("False", "QuotaExceeded", NEEDS)
+    hpa_spec = parse_spec({"model": {"source": "hf://o/m"}, "autoscaling": {"minReplicas": 1, "maxReplicas": 3}})
+    assert reason(autoscaler_ready(facts(spec=hpa_spec, quota=REFUSAL))) == "QuotaExceeded"
 
 
 def test_ready_says_what_is_served_or_why_not() -> None:

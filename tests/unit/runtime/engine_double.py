@@ -36,6 +36,8 @@ class EngineDouble:
         self.fail_start = fail_start
         self.calls = 0
         self.tokenized = 0  # count_tokens calls (the runtime's own tokenizer use)
+        self.priorities: list[int | None] = []  # the engine priority each request carried
+        self.priority_headers: list[str | None] = []  # vLLM's priority header as the engine would see it
         self.cancelled = 0
         self.streamed = 0  # stream tokens handed out
         self.stream_aborted = 0  # streams closed or cancelled before their end
@@ -72,6 +74,7 @@ class EngineDouble:
 
     async def _serve(self, request: Any, kind: str, tracker: RequestTracker) -> Any:
         self.calls += 1
+        self.priorities.append(getattr(request, "priority", None))
         try:
             await asyncio.sleep(self.delay)
         except asyncio.CancelledError:
@@ -102,4 +105,5 @@ class EngineDouble:
         return await self._serve(request, "chat.completion", tracker)
 
     async def completion(self, request: Any, raw_request: Any, tracker: RequestTracker) -> Any:
+        self.priority_headers.append(raw_request.headers.get("x-vllm-priority"))
         return await self._serve(request, "text_completion", tracker)

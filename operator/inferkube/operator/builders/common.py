@@ -10,7 +10,7 @@ from typing import Any
 from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
 from inferkube.operator import kinds, names
-from inferkube.operator.inputs import ServiceMeta, SpecError
+from inferkube.operator.inputs import Observed, ServiceMeta, SpecError
 from inferkube.operator.settings import AcceleratorProfile, OperatorSettings
 
 PORT_NAME = contract.RUNTIME_PORT_NAME
@@ -45,6 +45,17 @@ def home_env() -> list[dict[str, Any]]:
 def promql_selector(meta: ServiceMeta) -> str:
     """The PromQL label matchers of one InferenceService's runtime series (as the ServiceMonitor labels them)."""
     return f'namespace="{meta.namespace}",{contract.METRIC_LABEL_ISVC}="{meta.name}"'
+
+
+def autoscaling_bounds(spec: InferenceServiceSpec, observed: Observed) -> tuple[int, int]:
+    """(min, max) replicas of the autoscaler: the spec's, clamped to what the quotas admit."""
+    auto = spec.autoscaling
+    assert auto is not None, "autoscaling_bounds needs spec.autoscaling"
+    low, high = auto.min_replicas, auto.max_replicas
+    if observed.quota is not None:
+        high = min(high, max(1, observed.quota.replicas))
+        low = min(low, high)
+    return low, high
 
 
 def object_meta(meta: ServiceMeta, name: str, component: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:

@@ -10,11 +10,13 @@ from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
 from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
+from inferkube.operator.builders.tenant_policy import policy_digest
 from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
 PROBE_PERIOD_SECONDS = 10
 TENANTS_VOLUME = "tenants"
+POLICY_VOLUME = "tenant-policy"
 SHM_VOLUME = "dshm"
 ENCODER_DIR = f"{common.TMP_PATH}/response-cache-encoder"  # the semantic encoder, fetched at pod start
 
@@ -45,6 +47,9 @@ def runtime_args(spec: InferenceServiceSpec, meta: ServiceMeta, key: str) -> lis
         args.append("--enable-prefix-caching")
     if spec.api.keys_secret:
         args += ["--tenants-file", f"{contract.TENANTS_MOUNT_DIR}/{contract.TENANTS_FILE_KEY}"]
+    # Always there (an optional ConfigMap volume): a quota created later reaches running pods without a restart.
+    args += ["--tenant-policy-file", f"{contract.POLICY_MOUNT_DIR}/{contract.POLICY_FILE_KEY}",
+             "--scheduling-policy", "priority"]
     if spec.api.rate_limit_backend == "redis":
         args += ["--rate-limit-backend", "redis"]
     args += _response_cache_args(spec, key)
@@ -162,6 +167,8 @@ def _volumes(spec: InferenceServiceSpec, meta: ServiceMeta, settings: OperatorSe
                                                           "items": [{"key": contract.TENANTS_FILE_KEY,
                                                                      "path": contract.TENANTS_FILE_KEY}]}})
         mounts.append({"name": TENANTS_VOLUME, "mountPath": contract.TENANTS_MOUNT_DIR, "readOnly": True})
+    volumes.append({"name": POLICY_VOLUME, "configMap": {"name": names.tenant_policy_name(meta), "optional": True}})
+    mounts.append({"name": POLICY_VOLUME, "mountPath": contract.POLICY_MOUNT_DIR, "readOnly": True})
     return volumes, mounts
 
 
@@ -238,14 +245,16 @@ def build_deployment(
             "spec": pod_spec,
         },
     }
-    if spec.autoscaling is None:
+    if observed.quota is not None and (spec.autoscaling is None or observed.quota_refused):
+        deployment_spec["replicas"] = observed.quota.replicas  # what the quotas admit (never below what runs)
+    elif spec.autoscaling is None:
         deployment_spec["replicas"] = 1 if spec.replicas is None else spec.replicas
+    annotations = {contract.ANNOTATION_CACHE_KEY: key}
+    if observed.quota is not None and observed.quota.policy is not None:
+        annotations[contract.ANNOTATION_TENANT_POLICY] = policy_digest(meta, observed.quota.policy)
     return {
         "apiVersion": kinds.DEPLOYMENT.api_version,
         "kind": kinds.DEPLOYMENT.kind,
-        "metadata": {
-            **common.object_meta(meta, meta.name, names.COMPONENT_RUNTIME),
-            "annotations": {contract.ANNOTATION_CACHE_KEY: key},
-        },
+        "metadata": {**common.object_meta(meta, meta.name, names.COMPONENT_RUNTIME), "annotations": annotations},
         "spec": deployment_spec,
     }

@@ -45,8 +45,8 @@ def build_hpa(
     metrics = [pod_metric(signal.metric, quantity(target)) for signal, target in active_signals(auto)]
     hpa_spec: dict[str, Any] = {
         "scaleTargetRef": common.scale_target(meta),
-        "minReplicas": auto.min_replicas,
-        "maxReplicas": auto.max_replicas,
+        "minReplicas": common.autoscaling_bounds(spec, observed)[0],
+        "maxReplicas": common.autoscaling_bounds(spec, observed)[1],
         "metrics": metrics,
     }
     behavior = {

@@ -32,8 +32,8 @@ def build_scaledobject(
                 for signal, target in signals.active_signals(auto)]
     so_spec: dict[str, Any] = {
         "scaleTargetRef": common.scale_target(meta),
-        "minReplicaCount": auto.min_replicas,
-        "maxReplicaCount": auto.max_replicas,
+        "minReplicaCount": common.autoscaling_bounds(spec, observed)[0],
+        "maxReplicaCount": common.autoscaling_bounds(spec, observed)[1],
         "triggers": triggers,
     }
     return {

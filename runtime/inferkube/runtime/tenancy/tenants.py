@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from inferkube.api.quota import Priority
+
 TENANT_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -28,6 +30,7 @@ class Tenant:
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
     max_concurrent: int | None = None
+    priority: int | str | None = None  # high, normal, low or an integer (None: normal); see tenancy.md
 
 
 # Every caller when no keys are configured; also the `tenant` metric label of a caller without a key.
@@ -47,6 +50,7 @@ class TenantSpec(BaseModel):
     requests_per_minute: int | None = Field(default=None, alias="requestsPerMinute", gt=0)
     tokens_per_minute: int | None = Field(default=None, alias="tokensPerMinute", gt=0)
     max_concurrent: int | None = Field(default=None, alias="maxConcurrent", gt=0)
+    priority: Priority | None = Field(default=None, description="high, normal, low or -1000..1000 (None: normal).")
 
     @field_validator("key")
     @classmethod
@@ -82,6 +86,7 @@ class TenantSpec(BaseModel):
             requests_per_minute=self.requests_per_minute,
             tokens_per_minute=self.tokens_per_minute,
             max_concurrent=self.max_concurrent,
+            priority=self.priority,
         )
 
 
