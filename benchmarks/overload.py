@@ -9,7 +9,9 @@ Starts `inferkube-runtime serve` on the tiny model with `--max-in-flight B --max
 - admission: 2 x B long requests fill every slot and the queue, then a burst of 10 x B requests from the
   unlimited tenant, all refused 429 `server_overloaded`;
 - rate limit: a burst of 10 x B requests from the tenant whose request bucket was just emptied, refused
-  429 `rate_limit_exceeded` (the bucket refills one request per 2 s, so one may get through).
+  429 `rate_limit_exceeded` (the bucket refills one request per 2 s, so one may get through);
+- floor: a burst of 10 x B `GET /health` (the cheapest answer the server has) from the same client, so the
+  refusal numbers can be read against what any answer costs on this machine.
 
 Reports per scenario the median over rounds of each round's p50 and p99 refusal latency (client-side, from
 sending the request to its answer), and writes JSON beside this file. The shared 2-core machines stall
@@ -45,13 +47,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-async def burst(client: httpx.AsyncClient, body: bytes, key: str, count: int) -> list[tuple[int, float]]:
-    """`count` requests at once; each one's status and latency in ms."""
+async def burst(client: httpx.AsyncClient, body: bytes | None, key: str, count: int) -> list[tuple[int, float]]:
+    """`count` requests at once (a completion, or `GET /health` when body is None); each one's status and ms."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
     async def one() -> tuple[int, float]:
         start_at = time.perf_counter()
-        r = await client.post("/v1/completions", content=body, headers=headers)
+        if body is None:
+            r = await client.get("/health")
+        else:
+            r = await client.post("/v1/completions", content=body, headers=headers)
         return r.status_code, (time.perf_counter() - start_at) * 1000
 
     return await asyncio.gather(*(one() for _ in range(count)))
@@ -84,6 +89,7 @@ async def one_round(base_url: str, bound: int) -> dict[str, list[tuple[int, floa
         for size, body in bodies.items():
             await _exhaust(client)
             out[f"rate_limit/{size}"] = await burst(client, body, LIMITED_KEY, 10 * bound)
+        out["floor/GET /health"] = await burst(client, None, MAIN_KEY, 10 * bound)
         holders = await fill(client, bound)
         for size, body in bodies.items():
             out[f"admission/{size}"] = await burst(client, body, MAIN_KEY, 10 * bound)
@@ -99,8 +105,9 @@ def summarize(rounds: list[dict[str, list[tuple[int, float]]]]) -> dict[str, dic
     for name in rounds[0]:
         per_round, stalled = [], 0
         for r in rounds:
-            latencies = [ms for status, ms in r[name] if status == 429]
-            others = sorted({status for status, _ in r[name] if status != 429})
+            expected = 200 if name.startswith("floor/") else 429
+            latencies = [ms for status, ms in r[name] if status == expected]
+            others = sorted({status for status, _ in r[name] if status != expected})
             assert len(latencies) >= 0.9 * len(r[name]), f"{name}: most requests were not refused: {others}"
             if max(latencies) > STALL_SECONDS * 1000:
                 stalled += 1
