@@ -121,22 +121,47 @@ def build_crd() -> dict[str, Any]:
             }
         ],
     }
+    subresources = {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+    columns: list[dict[str, Any]] = [
+        {"name": "Ready", "type": "string", "jsonPath": ready},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Model", "type": "string", "jsonPath": ".spec.model.source"},
+        {"name": "Replicas", "type": "string", "jsonPath": ".status.replicasSummary",
+         "description": "Ready/desired replicas, e.g. 1/2."},
+        {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Detail", "type": "string", "jsonPath": ".status.phaseDetail", "priority": 1},
+    ]
+    return _crd(contract.KIND, contract.PLURAL, contract.SINGULAR, contract.SHORT_NAMES, "Namespaced",
+                schema, subresources, columns)
+
+
+def _crd(kind: str, plural: str, singular: str, short_names: list[str], scope: str,
+         schema: dict[str, Any], subresources: dict[str, Any], columns: list[dict[str, Any]]) -> dict[str, Any]:
+    """The CustomResourceDefinition around one kind's schema (one served and stored version)."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{contract.PLURAL}.{contract.GROUP}",
+            "name": f"{plural}.{contract.GROUP}",
             "labels": {contract.LABEL_PART_OF: contract.APP_NAME},
         },
         "spec": {
             "group": contract.GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {
-                "kind": contract.KIND,
-                "listKind": f"{contract.KIND}List",
-                "plural": contract.PLURAL,
-                "singular": contract.SINGULAR,
-                "shortNames": list(contract.SHORT_NAMES),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
                 "categories": [contract.APP_NAME],
             },
             "versions": [
@@ -145,24 +170,8 @@ def build_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "schema": {"openAPIV3Schema": schema},
-                    "subresources": {
-                        "status": {},
-                        "scale": {
-                            "specReplicasPath": ".spec.replicas",
-                            "statusReplicasPath": ".status.replicas",
-                            "labelSelectorPath": ".status.selector",
-                        },
-                    },
-                    "additionalPrinterColumns": [
-                        {"name": "Ready", "type": "string", "jsonPath": ready},
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {"name": "Model", "type": "string", "jsonPath": ".spec.model.source"},
-                        {"name": "Replicas", "type": "string", "jsonPath": ".status.replicasSummary",
-                         "description": "Ready/desired replicas, e.g. 1/2."},
-                        {"name": "URL", "type": "string", "jsonPath": ".status.url"},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                        {"name": "Detail", "type": "string", "jsonPath": ".status.phaseDetail", "priority": 1},
-                    ],
+                    "subresources": subresources,
+                    "additionalPrinterColumns": columns,
                 }
             ],
         },
@@ -186,7 +195,7 @@ def build_quota_crd() -> dict[str, Any]:
         },
     }
     over = '.status.conditions[?(@.type=="OverBudget")].status'
-    columns = [
+    columns: list[dict[str, Any]] = [
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.used.gpus", "description": "GPUs counted."},
         {"name": "GPU Limit", "type": "integer", "jsonPath": ".spec.limits.gpus"},
         {"name": "Replicas", "type": "integer", "jsonPath": ".status.used.replicas", "description": "Replicas counted."},
@@ -196,36 +205,8 @@ def build_quota_crd() -> dict[str, Any]:
         {"name": "OverBudget", "type": "string", "jsonPath": over, "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": f"{contract.QUOTA_PLURAL}.{contract.GROUP}",
-            "labels": {contract.LABEL_PART_OF: contract.APP_NAME},
-        },
-        "spec": {
-            "group": contract.GROUP,
-            "scope": "Cluster",
-            "names": {
-                "kind": contract.QUOTA_KIND,
-                "listKind": f"{contract.QUOTA_KIND}List",
-                "plural": contract.QUOTA_PLURAL,
-                "singular": contract.QUOTA_SINGULAR,
-                "shortNames": list(contract.QUOTA_SHORT_NAMES),
-                "categories": [contract.APP_NAME],
-            },
-            "versions": [
-                {
-                    "name": contract.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": schema},
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": columns,
-                }
-            ],
-        },
-    }
+    return _crd(contract.QUOTA_KIND, contract.QUOTA_PLURAL, contract.QUOTA_SINGULAR, contract.QUOTA_SHORT_NAMES,
+                "Cluster", schema, {"status": {}}, columns)
 
 
 def _render(crd: dict[str, Any], source: str) -> str:
