@@ -47,8 +47,8 @@ def server_command(model_dir: Path, port: int, tenants: Path, mode: str, args: a
     """One runtime; only --scheduling-policy differs between the two."""
     return [sys.executable, "-m", "inferkube.runtime.cli", "serve", "--model", str(model_dir),
             "--served-model-name", SERVED, "--host", "127.0.0.1", "--port", str(port), "--tenants-file", str(tenants),
-            "--max-in-flight", str(args.max_in_flight), "--max-queued", "512", "--max-num-seqs", str(args.max_num_seqs),
-            "--max-tokens-cap", "4096", "--scheduling-policy", mode]
+            "--max-in-flight", str(args.max_in_flight), "--max-queued", "512", "--max-tokens-cap", "4096",
+            "--scheduling-policy", mode, *(["--max-num-seqs", str(args.max_num_seqs)] if args.max_num_seqs else [])]
 
 
 async def ttft(client: httpx.AsyncClient, url: str, max_tokens: int, timeout: float) -> float | None:
@@ -139,7 +139,8 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between interactive requests")
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds of flood before measuring")
     parser.add_argument("--max-in-flight", type=int, default=32)
-    parser.add_argument("--max-num-seqs", type=int, default=64, help="vLLM batch (default 64: above --max-in-flight plus headroom)")
+    parser.add_argument("--max-num-seqs", type=int, default=0,
+                        help="vLLM batch; default: what the runtime derives (priority: --max-in-flight plus headroom)")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "priority.json")

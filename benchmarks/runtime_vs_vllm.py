@@ -140,11 +140,12 @@ def pair_ratios(pairs: list[dict[str, dict[str, float]]]) -> dict[str, float]:
 def print_table(concurrency: int, pairs: list[dict[str, dict[str, float]]], ratios: dict[str, float]) -> None:
     """vLLM median | inferkube median | median in-pair ratio, one row per metric."""
     print(f"\nconcurrency {concurrency} ({len(pairs)} pairs)")
-    print(f"{'metric':<16}{'vLLM server':>14}{'inferkube':>14}{'ratio':>10}")
+    print(f"{'metric':<16}{'vLLM server':>14}{'inferkube':>14}{'ratio':>10}{'pair ratios':>16}")
     for key, title in METRICS:
         a = statistics.median(p["vllm"][key] for p in pairs)
         b = statistics.median(p["inferkube"][key] for p in pairs)
-        print(f"{title:<16}{a:>14.2f}{b:>14.2f}{ratios[key]:>10.3f}")
+        each = [p["inferkube"][key] / p["vllm"][key] for p in pairs]
+        print(f"{title:<16}{a:>14.2f}{b:>14.2f}{ratios[key]:>10.3f}{min(each):>8.2f}-{max(each):.2f}")
 
 
 def start_both(model_dir: Path, work: Path, engine_args: list[str]) -> dict[str, tuple[subprocess.Popen, int]]:

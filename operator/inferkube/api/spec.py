@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from pydantic.alias_generators import to_camel
 
 IntOrString = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
@@ -122,7 +122,9 @@ class RuntimeSpec(ApiModel):
         default=None, description="Reuse the KV cache of shared prompt prefixes."
     )
     max_num_seqs: int | None = Field(
-        default=None, ge=1, description="Maximum sequences the engine schedules at once."
+        default=None, ge=1, description=(
+            "Maximum sequences the engine schedules at once. Default: vLLM's, raised to at least "
+            "api.maxInFlight plus 1/8 so a high-priority request always finds a batch slot.")
     )
     engine_args: list[str] = Field(
         default_factory=list,
@@ -136,6 +138,14 @@ class RuntimeSpec(ApiModel):
         default_factory=list,
         description="Extra environment variables (core/v1 EnvVar) for the runtime container.",
     )
+
+    @field_validator("engine_args")
+    @classmethod
+    def _engine_stats_stay_on(cls, value: list[str]) -> list[str]:
+        if "--disable-log-stats" in value:  # the runtime would refuse to start (exit 2): say it here instead
+            raise ValueError("'--disable-log-stats' is not allowed: the runtime counts each request's tokens "
+                             "from vLLM's request statistics")
+        return value
     env_from: list[KubeObject] = Field(
         default_factory=list,
         description="Extra environment sources (core/v1 EnvFromSource) for the runtime container.",

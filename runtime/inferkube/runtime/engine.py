@@ -2,8 +2,9 @@
 
 `VLLMEngine` runs vLLM's `AsyncLLM` and reuses vLLM's own OpenAI serving classes (chat templates,
 sampling parameters, stop, n, logprobs, response_format, tools, streaming usage) by letting vLLM's
-`init_app_state` build them. The route hands each call a `RequestTracker`; every engine generator
-vLLM's serving class starts for that call reports its outputs to it (exact token counts and TTFT).
+`init_app_state` build them. The route hands each call a `RequestTracker`; every engine request vLLM's
+serving class adds for that call is attached to it once (exact token counts and TTFT from vLLM's own
+per-request stats; no per-output work of ours).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import Request
 
+from inferkube.runtime.fairqueue import engine_batch_for
 from inferkube.runtime.settings import RuntimeSettings
 from inferkube.runtime.shape import TokenBounds
 from inferkube.runtime.tinymodel import resolve_model
@@ -31,7 +33,7 @@ ServingResult = Any
 
 @dataclass(slots=True)
 class _GeneratorCounts:
-    """What one engine generator (one prompt of a request) has produced so far."""
+    """What one reported generator (one prompt of a request) has produced so far (see `record_output`)."""
 
     prompt_tokens: int = 0
     per_index: dict[int, int] = field(default_factory=dict)  # cumulative outputs only
@@ -40,30 +42,61 @@ class _GeneratorCounts:
 
 @dataclass(slots=True)
 class RequestTracker:
-    """Token counts and timings of one HTTP request's engine work, summed over all its generators.
+    """Token counts and timings of one HTTP request's engine work, summed over all its engine requests.
 
-    vLLM makes one generator per prompt (a completion request may carry several prompts) and each
-    numbers its outputs from 0, so every generator gets its own counters (see `new_generator`).
-    Streams report deltas (each output holds only its new tokens: a sum, no per-index state); a
-    non-streaming answer reports cumulative outputs, usually once at the end.
+    Two ways in, both once per engine request rather than once per output: vLLM's engine requests are
+    attached by `attach` when vLLM adds them (their live per-request stats: prompt length, generated
+    tokens, first-token latency; read only when asked), and an engine without such stats reports its
+    outputs with `record_output` (one counter per generator: a request may carry several prompts,
+    each numbering its outputs from 0). Streams report deltas; a non-streaming answer reports
+    cumulative outputs, usually once at the end.
     """
 
     started: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
-    finished_at: float | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finished: bool = False
+    started_wall: float = field(default_factory=time.time)  # vLLM's request stats use wall-clock arrival times
+    finished_at: float | None = None  # when the last recorded output came (unset: the answer's end is used)
+    finished: bool = False  # every recorded generator has finished
     client_gone: bool = False
+    _prompt: int = 0
+    _completion: int = 0
+    _first: float | None = None
     _generators: list[_GeneratorCounts] = field(default_factory=list)
     _unfinished: int = 0
+    _engine_requests: list[Any] = field(default_factory=list)  # vLLM RequestState objects
+
+    def attach(self, engine_request: Any) -> None:
+        """Count one vLLM engine request (its `RequestState`: `prompt_len`, `parent_req`, `request_index`
+        and `stats`, which vLLM keeps up to date as outputs arrive)."""
+        self._engine_requests.append(engine_request)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens: each prompt once (the `n` children of one prompt share it)."""
+        return self._prompt + sum(r.prompt_len for r in self._engine_requests
+                                  if r.parent_req is None or r.request_index == 0)
+
+    @property
+    def completion_tokens(self) -> int:
+        """Generated tokens so far, over all prompts and choices."""
+        return self._completion + sum(r.stats.num_generation_tokens for r in self._engine_requests)
+
+    @property
+    def first_token_at(self) -> float | None:
+        """perf_counter time of the request's first generated token, None before it."""
+        first = self._first
+        for r in self._engine_requests:
+            latency = r.stats.first_token_latency
+            if latency > 0:  # seconds from vLLM's (wall-clock) arrival time; 0 until the first token
+                at = self.started + (r.stats.arrival_time + latency - self.started_wall)
+                first = at if first is None else min(first, at)
+        return first
 
     def token_counts(self) -> tuple[int, int]:
         """(prompt tokens, completion tokens) the engine has reported so far."""
         return self.prompt_tokens, self.completion_tokens
 
     def new_generator(self) -> int:
-        """A fresh id for one more engine generator of this request."""
+        """A fresh id for one more reported generator of this request."""
         self._generators.append(_GeneratorCounts())
         self._unfinished += 1
         return len(self._generators) - 1
@@ -77,21 +110,18 @@ class RequestTracker:
             prompt_ids = output.prompt_token_ids
             if prompt_ids:
                 counts.prompt_tokens = len(prompt_ids)
-                self.prompt_tokens += counts.prompt_tokens
-        if delta:
-            new = 0
-            for completion in output.outputs or ():
-                new += len(completion.token_ids or ())
-        else:
-            new = 0
-            per_index = counts.per_index
-            for completion in output.outputs or ():
-                n = len(completion.token_ids or ())
-                new += n - per_index.get(completion.index, 0)
-                per_index[completion.index] = n
-        self.completion_tokens += new
-        if self.first_token_at is None and self.completion_tokens:
-            self.first_token_at = time.perf_counter()
+                self._prompt += counts.prompt_tokens
+        new = 0
+        for completion in output.outputs or ():
+            n = len(completion.token_ids or ())
+            if delta:
+                new += n
+            else:
+                new += n - counts.per_index.get(completion.index, 0)
+                counts.per_index[completion.index] = n
+        self._completion += new
+        if self._first is None and self._completion:
+            self._first = time.perf_counter()
         if output.finished and not counts.finished:
             counts.finished = True
             self._unfinished -= 1
@@ -100,17 +130,18 @@ class RequestTracker:
                 self.finished_at = time.perf_counter()
 
 
-# The tracker of the serving call running in this task. vLLM's serving classes call `generate` deep
-# inside their own code, with nothing of ours in the arguments; this variable is set only for the
-# duration of one `VLLMEngine.chat`/`completion` call (see `observing`) and read by the wrapped
-# `generate`. The tracker itself reaches the engine as an explicit argument.
+# The tracker of the serving call running in this task. vLLM adds its engine requests deep inside its
+# own serving classes, with nothing of ours in the arguments; this variable is set only while one
+# `VLLMEngine.chat`/`completion` call runs and while a stream's body is sent (vLLM starts a stream's
+# engine requests then; see `observing`), and read once per engine request by `attach_engine_requests`.
+# The tracker itself reaches the engine as an explicit argument.
 _SERVING_TRACKER: contextvars.ContextVar[RequestTracker | None] = contextvars.ContextVar(
     "inferkube_serving_tracker", default=None)
 
 
 @contextlib.contextmanager
 def observing(tracker: RequestTracker) -> Iterator[None]:
-    """Report every engine generator started inside this block to `tracker`."""
+    """Attach every engine request vLLM adds inside this block (and in tasks started from it) to `tracker`."""
     token = _SERVING_TRACKER.set(tracker)
     try:
         yield
@@ -152,39 +183,22 @@ class Engine(Protocol):
         """The /v1/models body."""
 
 
-async def _observe(agen: AsyncIterator[Any], tracker: RequestTracker,
-                   delta: bool) -> AsyncGenerator[Any, None]:
-    generator = tracker.new_generator()
-    record = tracker.record_output
-    fast = False  # a stream past its first token: only its new tokens need adding up
-    try:
-        async for output in agen:
-            if fast and not output.finished:
-                for completion in output.outputs or ():
-                    tracker.completion_tokens += len(completion.token_ids or ())
-            else:
-                record(output, delta, generator)
-                fast = delta and tracker.first_token_at is not None and tracker.prompt_tokens > 0
-            yield output
-    finally:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            await aclose()  # closing our wrapper aborts vLLM's request at once
+def attach_engine_requests(llm: Any) -> None:
+    """Hand each request vLLM adds (`AsyncLLM._add_request`, once per prompt and choice) to the tracker of the
+    serving call adding it. Nothing of ours runs per output: the counts are read from vLLM's own per-request
+    stats when the request ends (they need vLLM's stats on: `RuntimeSettings` refuses --disable-log-stats)."""
+    add = llm._add_request
 
-
-def _wrap_generate(generate: Any) -> Any:
-    from vllm.sampling_params import RequestOutputKind
-
-    def observed_generate(*args: Any, **kwargs: Any) -> Any:
-        agen = generate(*args, **kwargs)
+    async def add_request(request: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await add(request, *args, **kwargs)
         tracker = _SERVING_TRACKER.get()
-        if tracker is None:
-            return agen
-        params = kwargs.get("sampling_params", args[1] if len(args) > 1 else None)
-        delta = getattr(params, "output_kind", None) == RequestOutputKind.DELTA
-        return _observe(agen, tracker, delta)
+        if tracker is not None:
+            state = llm.output_processor.request_states.get(request.request_id)
+            if state is not None:
+                tracker.attach(state)
+        return result
 
-    return observed_generate
+    llm._add_request = add_request
 
 
 def vllm_cli_args(settings: RuntimeSettings, model_path: str) -> list[str]:
@@ -203,6 +217,23 @@ def vllm_cli_args(settings: RuntimeSettings, model_path: str) -> list[str]:
     if settings.scheduling_policy == "priority":
         argv += ["--scheduling-policy", "priority"]  # each request then carries its tenant's priority
     return argv + list(settings.engine_args)
+
+
+def engine_batch_floor(settings: RuntimeSettings) -> int | None:
+    """The smallest engine batch (vLLM `max_num_seqs`) priority scheduling needs when none is set: every admitted
+    sequence plus the priority headroom. vLLM preempts for a more important request only when KV-cache blocks
+    run out, not when its batch is full, so with a smaller batch a request that jumped our queue would still
+    wait for a running sequence to finish. vLLM's own default stays when it is larger (e.g. 1024 on an H100);
+    a batch set explicitly (flag or raw engine argument) is kept, with a warning when it is too small."""
+    if settings.scheduling_policy != "priority":
+        return None
+    needed = engine_batch_for(settings.max_in_flight)
+    if settings.max_num_seqs is not None:
+        if settings.max_num_seqs < needed:
+            log.warning("--max-num-seqs %d is below --max-in-flight %d plus the priority headroom (%d): important "
+                        "requests may wait for a batch slot", settings.max_num_seqs, settings.max_in_flight, needed)
+        return None
+    return None if "--max-num-seqs" in settings.engine_args else needed
 
 
 def error_from_exception(exc: Exception) -> Any:
@@ -272,6 +303,10 @@ class VLLMEngine:
             args = parser.parse_args(vllm_cli_args(self.settings, model_path))
             engine_args = AsyncEngineArgs.from_cli_args(args)
             vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
+            floor = engine_batch_floor(self.settings)
+            if floor is not None and vllm_config.scheduler_config.max_num_seqs < floor:
+                engine_args.max_num_seqs = floor  # vLLM's default batch is too small for priority scheduling
+                vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
             llm = AsyncLLM.from_vllm_config(
                 vllm_config=vllm_config, usage_context=UsageContext.OPENAI_API_SERVER,
                 enable_log_requests=False, disable_log_stats=engine_args.disable_log_stats)
@@ -282,7 +317,7 @@ class VLLMEngine:
             return args, llm
 
         args, self._llm = await asyncio.to_thread(build)
-        self._llm.generate = _wrap_generate(self._llm.generate)
+        attach_engine_requests(self._llm)  # needs vLLM's request stats: settings refuse --disable-log-stats
         supported = await self._llm.get_supported_tasks()
         self._state = State()
         await init_app_state(self._llm, self._state, args, supported)

@@ -33,6 +33,17 @@ from inferkube.runtime.admission import AdmissionController
 from inferkube.runtime.errors import ApiError
 
 
+def priority_headroom(max_in_flight: int) -> int:
+    """Slots beyond max_in_flight that a request outranking all others may use instead of waiting (1/8)."""
+    return max(1, max_in_flight // 8)
+
+
+def engine_batch_for(max_in_flight: int) -> int:
+    """The engine batch (vLLM `--max-num-seqs`) that holds every admitted sequence plus the headroom, so a
+    request that jumps the queue is scheduled in the engine's next step instead of waiting for a batch slot."""
+    return max_in_flight + priority_headroom(max_in_flight)
+
+
 @dataclass(eq=False)
 class _Waiter:
     """One queued request."""
@@ -52,7 +63,7 @@ class FairAdmission(AdmissionController):
     def __init__(self, max_in_flight: int, max_queued: int, retry_after: float = 1.0,
                  on_shed: Callable[[str, int], None] | None = None, headroom: int | None = None) -> None:
         super().__init__(max_in_flight, max_queued, retry_after)
-        self.headroom = max(1, max_in_flight // 8) if headroom is None else headroom
+        self.headroom = priority_headroom(max_in_flight) if headroom is None else headroom
         self._running: dict[int, int] = {}  # sequences in flight per priority
         self._on_shed = on_shed
         self._queues: dict[int, dict[str, deque[_Waiter]]] = {}

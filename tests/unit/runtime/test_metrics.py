@@ -58,36 +58,46 @@ def test_backend_errors_follow_the_limiter_total() -> None:
     assert _value(registry, contract.METRIC_RATELIMIT_BACKEND_ERRORS_TOTAL) == 5
 
 
-async def test_several_prompts_are_counted_in_full() -> None:
-    """2 prompts of 10 and 20 tokens, 16 tokens each, non-streaming (cumulative outputs): 30 in, 32 out."""
+async def test_engine_requests_are_counted_in_full_from_vllms_own_stats() -> None:
+    """2 prompts of 10 and 20 tokens, the second with n=2 (vLLM: one child request per choice, the prompt
+    shared): 30 prompt tokens, every generated token counted, TTFT from the earliest first token; nothing is
+    read per output, and a request added outside a serving call is nobody's."""
+    import asyncio
+    import time
     from types import SimpleNamespace
 
-    from vllm.sampling_params import RequestOutputKind
+    from inferkube.runtime.engine import RequestTracker, attach_engine_requests, observing
 
-    from inferkube.runtime.engine import RequestTracker, _wrap_generate, observing
+    def state(rid: str, prompt_len: int, parent: object = None, index: int = 0) -> SimpleNamespace:
+        stats = SimpleNamespace(num_generation_tokens=0, arrival_time=time.time(), first_token_latency=0.0)
+        return SimpleNamespace(request_id=rid, prompt_len=prompt_len, parent_req=parent, request_index=index,
+                               stats=stats)
 
-    closed: list[int] = []
+    parent = object()
+    states = {"a": state("a", 10), "b0": state("b0", 20, parent, 0), "b1": state("b1", 20, parent, 1),
+              "stray": state("stray", 99)}
+    added: list[str] = []
 
-    async def generate(prompt: list[int], sampling_params: object, request_id: str):
-        try:
-            for done in range(4, 17, 4):
-                yield SimpleNamespace(prompt_token_ids=prompt, finished=done == 16,
-                                      outputs=[SimpleNamespace(index=0, token_ids=[7] * done)])
-        finally:
-            closed.append(len(prompt))
+    async def _add_request(request: SimpleNamespace, prompt: object, parent_req: object, index: int,
+                           queue: object) -> None:
+        added.append(request.request_id)
 
-    params = SimpleNamespace(output_kind=RequestOutputKind.FINAL_ONLY)
+    llm = SimpleNamespace(_add_request=_add_request, output_processor=SimpleNamespace(request_states=states))
+    attach_engine_requests(llm)
     tracker = RequestTracker()
     with observing(tracker):
-        observed = _wrap_generate(generate)
-        gens = [observed(list(range(p)), params, f"r{i}") for i, p in enumerate((10, 20))]
-    # vLLM interleaves the generators of one request.
-    for _ in range(4):
-        for gen in gens:
-            await gen.__anext__()
-    assert tracker.prompt_tokens == 30
-    assert tracker.completion_tokens == 32
-    assert tracker.finished
-    for gen in gens:
-        await gen.aclose()
-    assert sorted(closed) == [10, 20]  # closing the observer closes vLLM's generator under it
+        # vLLM adds the requests of a stream from tasks started inside the serving call: they count too.
+        await asyncio.gather(*(asyncio.ensure_future(llm._add_request(SimpleNamespace(request_id=r), None, None, 0, None))
+                               for r in ("a", "b0", "b1")))
+    await llm._add_request(SimpleNamespace(request_id="stray"), None, None, 0, None)
+    assert added == ["a", "b0", "b1", "stray"]  # vLLM's own method still runs
+    assert tracker.token_counts() == (30, 0) and tracker.first_token_at is None
+    # vLLM's output processor updates its stats as outputs arrive; the tracker reads them when asked.
+    states["a"].stats.num_generation_tokens = 16
+    states["b0"].stats.num_generation_tokens = 7
+    states["b1"].stats.num_generation_tokens = 9
+    states["b1"].stats.first_token_latency = 0.25
+    states["stray"].stats.num_generation_tokens = 1000
+    assert tracker.token_counts() == (30, 32)
+    assert tracker.first_token_at is not None
+    assert abs((tracker.first_token_at - tracker.started) - 0.25) < 0.05

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inferkube.runtime.cli import main, parse_serve_args
-from inferkube.runtime.engine import vllm_cli_args
+from inferkube.runtime.engine import engine_batch_floor, vllm_cli_args
 from inferkube.runtime.settings import RuntimeSettings
 
 
@@ -65,6 +65,12 @@ def test_invalid_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "max_in_flight" in capsys.readouterr().err
 
 
+def test_engine_statistics_cannot_be_turned_off(capsys: pytest.CaptureFixture[str]) -> None:
+    # Token accounting (rate limits, metrics) reads vLLM's per-request statistics.
+    assert main(["serve", "--model", "m", "--", "--disable-log-stats"]) == 2
+    assert "--disable-log-stats cannot be passed" in capsys.readouterr().err
+
+
 def test_unknown_command_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["frobnicate"]) == 2
     assert main(["--help"]) == 0
@@ -81,3 +87,16 @@ def test_download_delegates_to_the_downloader(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(download_cli, "main", lambda argv: seen.append(argv) or 0)
     assert main(["download", "--source", "x"]) == 0
     assert seen == [["--source", "x"]]
+
+
+def test_priority_scheduling_sizes_the_engine_batch_above_the_admission_bound(caplog: pytest.LogCaptureFixture) -> None:
+    # vLLM preempts for a more important request only when KV blocks run out, not at a full batch: the batch
+    # must hold every admitted sequence plus the headroom a request outranking all others may use.
+    assert engine_batch_floor(RuntimeSettings(model="m", scheduling_policy="priority", max_in_flight=32)) == 36
+    assert engine_batch_floor(RuntimeSettings(model="m", max_in_flight=32)) is None  # fcfs: vLLM's default
+    explicit = RuntimeSettings(model="m", scheduling_policy="priority", max_in_flight=32, max_num_seqs=16)
+    with caplog.at_level("WARNING", logger="inferkube.runtime.engine"):
+        assert engine_batch_floor(explicit) is None  # the user's batch is kept ...
+    assert "below --max-in-flight 32" in caplog.text  # ... and named when too small
+    raw = RuntimeSettings(model="m", scheduling_policy="priority", engine_args=["--max-num-seqs", "8"])
+    assert engine_batch_floor(raw) is None
