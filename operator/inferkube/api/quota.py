@@ -20,6 +20,10 @@ PRIORITY_NAMES = ("high", "normal", "low")
 # Higher is more important (like a PriorityClass value); the names are fixed points on that scale.
 PRIORITY_VALUES: dict[str, int] = {"high": 100, "normal": 0, "low": -100}
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+# At most this many entries in an InferenceQuota's status.services. A quota may select thousands of services,
+# but the whole object goes to etcd (objects are limited to ~1.5 MiB) and to every watcher on each status write,
+# and people read the list with kubectl: 100 entries are ~15 KB. The counts beside it say what is left out.
+STATUS_SERVICES_MAX = 100
 
 Priority = Annotated[
     Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)] | Literal["high", "normal", "low"],
@@ -213,10 +217,27 @@ class InferenceQuotaStatus(ApiModel):
 
     observed_generation: int | None = Field(default=None, description="metadata.generation the operator last acted on.")
     used: QuotaUsage = Field(default_factory=QuotaUsage, description="Resources counted against the limits.")
-    service_count: int = Field(default=0, description="InferenceServices the quota selects.")
+    service_count: int = Field(default=0, description="InferenceServices the quota selects, listed in services or not.")
     refused_count: int = Field(default=0, description="Selected InferenceServices refused (no replicas).")
+    limited_count: int = Field(
+        default=0,
+        description="Selected InferenceServices that run below their spec: maxReplicas clamped or a scale-up blocked.",
+    )
+    omitted_count: int = Field(
+        default=0,
+        description=(
+            f"Selected InferenceServices not listed in services (it holds at most {STATUS_SERVICES_MAX}); "
+            "admitted ones are left out first."
+        ),
+    )
     services: list[QuotaServiceStatus] = Field(
-        default_factory=list, description="Every selected InferenceService (by namespace and name) and its decision."
+        default_factory=list,
+        max_length=STATUS_SERVICES_MAX,
+        description=(
+            f"At most {STATUS_SERVICES_MAX} selected InferenceServices and the decision about each: first those the "
+            "quota holds back (refused, then clamped or blocked), then admitted ones, each group oldest first (the "
+            "order quota is handed out in). serviceCount and omittedCount count the rest."
+        ),
     )
     conditions: list[Condition] = Field(
         default_factory=list,

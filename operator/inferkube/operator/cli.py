@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from inferkube.api import contract
+from inferkube.api.spec import InferenceServiceSpec
+from inferkube.operator import kinds
 from inferkube.operator.crd import rendered_crds, write_crds
 from inferkube.operator.inputs import Observed, SpecError
 from inferkube.operator.names import cache_key
-from inferkube.operator.parse import parse_service
-from inferkube.operator.render import render_children
+from inferkube.operator.offline import render_offline
 from inferkube.operator.settings import SettingsError, load_settings
 from inferkube.operator.validation import validate_object
 
@@ -47,55 +49,122 @@ def _documents(path: str) -> Iterator[tuple[int, Any]]:
     return iter(numbered)
 
 
-def _services(path: str, kinds: tuple[str, ...] = (contract.KIND,)) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Documents of the given kinds (default InferenceService); anything else is an error naming the document."""
-    for index, doc in _documents(path):
-        if not isinstance(doc, dict) or doc.get("kind") not in kinds:
-            kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
-            raise CliError(f"{path}: document {index} is {kind!r}, expected kind {' or '.join(kinds)}")
-        yield index, doc
+# render reads Namespaces for their labels only (a quota's namespaceSelector), as the operator's watch does
+ACCEPTED_KINDS = (contract.KIND, contract.QUOTA_KIND, kinds.NAMESPACE.kind)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One object of the input files, and where it is (for messages)."""
+
+    path: str
+    index: int
+    body: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        """'FILE: NAME' ('FILE: document N' when it has no name)."""
+        return f"{self.path}: {self.body['metadata'].get('name') or f'document {self.index}'}"
+
+
+def _objects(paths: list[str]) -> Iterator[Document]:
+    """Every document of every file, in order; a kind other than ACCEPTED_KINDS is an error."""
+    for path in paths:
+        for index, doc in _documents(path):
+            if not isinstance(doc, dict) or doc.get("kind") not in ACCEPTED_KINDS:
+                kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
+                raise CliError(f"{path}: document {index} is {kind!r}, expected kind {' or '.join(ACCEPTED_KINDS)}")
+            if doc.get("metadata") is None:
+                doc["metadata"] = {}  # `metadata:` with nothing under it; validation then asks for a name
+            if not isinstance(doc["metadata"], dict):
+                raise CliError(f"{path}: document {index}: metadata must be a mapping")
+            yield Document(path, index, doc)
+
+
+def _namespace_problems(doc: dict[str, Any]) -> list[str]:
+    """What is wrong with a Namespace document (render reads only its name and labels)."""
+    meta = doc.get("metadata") or {}
+    version = kinds.NAMESPACE.api_version
+    problems = [] if doc.get("apiVersion") == version else [f".apiVersion: must be {version}, got {doc.get('apiVersion')!r}"]
+    if not meta.get("name"):
+        problems.append(".metadata.name: required")
+    labels = meta.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        problems.append(".metadata.labels: must map strings to strings")
+    return problems
+
+
+def _problems(doc: dict[str, Any]) -> list[str]:
+    """Every problem of one document, each as 'path: message'."""
+    if doc.get("kind") == kinds.NAMESPACE.kind:
+        return _namespace_problems(doc)
+    return [str(p) for p in validate_object(doc)]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Print every problem of every InferenceService and InferenceQuota in the file; exit 1 when there is one."""
+    """Print every problem of every InferenceService, InferenceQuota and Namespace in the files; exit 1 when there is one."""
     failed = False
-    for index, doc in _services(args.file, (contract.KIND, contract.QUOTA_KIND)):
-        name = (doc.get("metadata") or {}).get("name", f"document {index}")
-        problems = validate_object(doc)
+    for doc in _objects(args.file):
+        problems = _problems(doc.body)
         for problem in problems:
-            print(f"{args.file}: {name}: {problem}", file=sys.stderr)
+            print(f"{doc.label}: {problem}", file=sys.stderr)
         if problems:
             failed = True
         else:
-            print(f"{args.file}: {name}: valid")
+            print(f"{doc.label}: valid")
     return 1 if failed else 0
 
 
+def _render_inputs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, str]]]:
+    """(services with their namespace, quotas, namespace labels) from the files; CliError on the first invalid
+    object (every problem of it) or a name given twice."""
+    services: list[dict[str, Any]] = []
+    quotas: list[dict[str, Any]] = []
+    namespaces: dict[str, dict[str, str]] = {}
+    seen: dict[tuple[str, ...], str] = {}
+    for found in _objects(args.file):
+        doc, path = found.body, found.path
+        problems = _problems(doc)
+        if problems:
+            raise CliError("; ".join(f"{found.label}: {p}" for p in problems))
+        meta = doc["metadata"]
+        if doc["kind"] == contract.KIND:
+            doc = {**doc, "metadata": {**meta, "namespace": meta.get("namespace") or args.namespace}}
+            key: tuple[str, ...] = (doc["kind"], doc["metadata"]["namespace"], meta["name"])
+            services.append(doc)
+        elif doc["kind"] == contract.QUOTA_KIND:
+            key = (doc["kind"], meta["name"])
+            quotas.append(doc)
+        else:
+            key = (doc["kind"], meta["name"])
+            namespaces[meta["name"]] = dict(meta.get("labels") or {})
+        if key in seen:
+            raise CliError(f"{path}: {key[0]} {'/'.join(key[1:])} is given twice (first in {seen[key]})")
+        seen[key] = path
+    return services, quotas, namespaces
+
+
 def cmd_render(args: argparse.Namespace) -> int:
-    """Print the children of every InferenceService in the file as YAML documents."""
+    """Print the children of every InferenceService in the files as YAML documents, after the quotas' decisions."""
     try:
         settings = load_settings(Path(args.settings) if args.settings else None)
     except SettingsError as exc:
         raise CliError(str(exc)) from None
-    out: list[dict[str, Any]] = []
-    for _index, doc in _services(args.file):
-        problems = validate_object(doc)
-        if problems:
-            name = (doc.get("metadata") or {}).get("name", "?")
-            raise CliError("; ".join(f"{name}: {p}" for p in problems))
-        name = doc["metadata"]["name"]
-        try:
-            spec, meta = parse_service(doc, default_namespace=args.namespace)
-            observed = Observed(
-                serving_cache_key=None if args.cache_pending else cache_key(spec),
-                monitoring_api=not args.no_monitoring,
-                alerting_api=not args.no_monitoring,
-                keda_api=not args.no_keda,
-            )
-            out += [child.body for child in render_children(spec, meta, settings, observed)]
-        except SpecError as exc:
-            raise CliError(f"{name}: {exc}") from None
-    sys.stdout.write(yaml.dump_all(out, Dumper=_NoAliasDumper, sort_keys=False, width=1000))
+    services, quotas, namespaces = _render_inputs(args)
+
+    def observe(spec: InferenceServiceSpec) -> Observed:
+        """The cluster the render assumes: cache filled (unless --cache-pending), optional APIs served."""
+        return Observed(serving_cache_key=None if args.cache_pending else cache_key(spec),
+                        monitoring_api=not args.no_monitoring, alerting_api=not args.no_monitoring,
+                        keda_api=not args.no_keda)
+
+    try:
+        rendered = render_offline(services, quotas, namespaces, settings, observe)
+    except SpecError as exc:
+        raise CliError(str(exc)) from None
+    for line in rendered.summary:  # stderr: stdout stays YAML a user pipes to kubectl
+        print(line, file=sys.stderr)
+    sys.stdout.write(yaml.dump_all(rendered.children, Dumper=_NoAliasDumper, sort_keys=False, width=1000))
     return 0
 
 
@@ -122,8 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``inferkube``."""
     parser = argparse.ArgumentParser(prog="inferkube", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    render = sub.add_parser("render", help="print every child of an InferenceService as YAML (like helm template)")
-    render.add_argument("-f", "--file", required=True, help="InferenceService YAML file ('-' for stdin)")
+    render = sub.add_parser(
+        "render", help="print every child of InferenceServices as YAML (like helm template), after the InferenceQuotas' decisions")
+    render.add_argument("-f", "--file", required=True, action="append",
+                        help="YAML file of InferenceServices, InferenceQuotas and Namespaces ('-' for stdin); repeatable")
     render.add_argument("-n", "--namespace", default="default", help="namespace when the object names none")
     render.add_argument("--settings", help="operator settings YAML (accelerator profiles, images)")
     render.add_argument("--cache-pending", action="store_true",
@@ -132,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--no-keda", action="store_true", help="as if the KEDA API were absent")
     render.set_defaults(func=cmd_render)
     validate = sub.add_parser("validate", help="check InferenceServices and InferenceQuotas against the CRD schemas and CEL rules")
-    validate.add_argument("-f", "--file", required=True, help="InferenceService / InferenceQuota YAML file ('-' for stdin)")
+    validate.add_argument("-f", "--file", required=True, action="append",
+                          help="InferenceService / InferenceQuota / Namespace YAML file ('-' for stdin); repeatable")
     validate.set_defaults(func=cmd_validate)
     crd = sub.add_parser("crd", help="print the generated CustomResourceDefinitions")
     crd.add_argument("-o", "--output-dir", help="write crds/*.yaml into this directory instead")

@@ -202,6 +202,8 @@ def build_quota_crd() -> dict[str, Any]:
         {"name": "Replica Limit", "type": "integer", "jsonPath": ".spec.limits.replicas"},
         {"name": "Services", "type": "integer", "jsonPath": ".status.serviceCount"},
         {"name": "Refused", "type": "integer", "jsonPath": ".status.refusedCount", "priority": 1},
+        {"name": "Limited", "type": "integer", "jsonPath": ".status.limitedCount", "priority": 1,
+         "description": "Services running below their spec (maxReplicas clamped, scale-up blocked)."},
         {"name": "OverBudget", "type": "string", "jsonPath": over, "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]

@@ -6,7 +6,8 @@ Rules (docs/quotas.md):
   lowered quota no longer covers it (the quota is then OverBudget);
 - what is left is handed out oldest first (creationTimestamp, then namespace/name): a fixed-replica
   service gets all it asks for or nothing more; an autoscaled one may get a smaller maxReplicas;
-- every quota selecting a service must admit it. Same inputs, same decisions: no flapping.
+- every quota selecting a service must admit it. Same inputs, same decisions: no flapping;
+- a quota's status lists at most STATUS_SERVICES_MAX services (held-back ones first) and counts all of them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from inferkube.api.quota import InferenceQuotaSpec, InferenceQuotaStatus, LabelSelector, QuotaServiceStatus, QuotaUsage
+from inferkube.api.quota import (
+    STATUS_SERVICES_MAX,
+    InferenceQuotaSpec,
+    InferenceQuotaStatus,
+    LabelSelector,
+    QuotaServiceStatus,
+    QuotaUsage,
+)
 from inferkube.api.spec import InferenceServiceSpec
 from inferkube.api.status import Condition
 from inferkube.api.tenantpolicy import TenantPolicy, merge_policies
@@ -84,6 +92,12 @@ class QuotaFacts:
     name: str
     spec: InferenceQuotaSpec
     generation: int | None = None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> QuotaFacts:
+        """The facts of an InferenceQuota object; pydantic's ValidationError when its spec does not parse."""
+        meta = body["metadata"]
+        return cls(meta["name"], InferenceQuotaSpec.model_validate(body.get("spec") or {}), meta.get("generation"))
 
 
 def label_selector_matches(selector: LabelSelector | None, labels: Mapping[str, str] | None) -> bool:
@@ -268,12 +282,22 @@ def decide(services: Iterable[ServiceFacts], quotas: Iterable[QuotaFacts],
                 namespace=svc.namespace, name=svc.name, gpus=replicas * svc.gpus_per_replica, replicas=replicas,
                 admitted=reason != REFUSED, reason=reason))
     for name, budget in budgets.items():
-        out.quotas[name] = _quota_status(budget, sorted(entries[name], key=lambda e: (e.namespace, e.name)))
+        out.quotas[name] = _quota_status(budget, entries[name])
     return out
 
 
+_LISTING_RANK = {REFUSED: 0, CLAMPED: 1, BLOCKED: 1}  # what a platform team must see first; admitted ones last
+
+
+def listed_services(services: list[QuotaServiceStatus]) -> list[QuotaServiceStatus]:
+    """The entries status.services shows, from all in decision order: refused first, then clamped or blocked,
+    then admitted, each group in decision order (a stable sort); at most STATUS_SERVICES_MAX."""
+    return sorted(services, key=lambda e: _LISTING_RANK.get(e.reason, 2))[:STATUS_SERVICES_MAX]
+
+
 def _quota_status(budget: _Budget, services: list[QuotaServiceStatus]) -> InferenceQuotaStatus:
-    """One quota's status: usage, per-service decisions, Ready and OverBudget."""
+    """One quota's status from every selected service's entry in decision order: usage, the bounded list with
+    its counts, Ready and OverBudget."""
     quota, used = budget.quota, budget.used
     limits = quota.spec.limits
     over = [f"{used.gpus} of {limits.gpus} GPUs"] if limits.gpus is not None and used.gpus > limits.gpus else []
@@ -283,6 +307,8 @@ def _quota_status(budget: _Budget, services: list[QuotaServiceStatus]) -> Infere
         if used.gpus_per_accelerator.get(acc, 0) > cap:
             over.append(f"{used.gpus_per_accelerator[acc]} of {cap} {acc} GPUs")
     refused = sum(1 for s in services if not s.admitted)
+    limited = sum(1 for s in services if s.reason in (CLAMPED, BLOCKED))
+    listed = listed_services(services)
     gen = quota.generation
     conditions = [
         Condition(type="Ready", status="True", reason="Enforced", observed_generation=gen,
@@ -291,5 +317,6 @@ def _quota_status(budget: _Budget, services: list[QuotaServiceStatus]) -> Infere
                   message=f"running replicas use {', '.join(over)}: nothing is stopped; new services and scale-ups wait")
         if over else Condition(type="OverBudget", status="False", reason="WithinLimits", observed_generation=gen),
     ]
-    return InferenceQuotaStatus(observed_generation=gen, used=used, service_count=len(services),
-                                refused_count=refused, services=services, conditions=conditions)
+    return InferenceQuotaStatus(observed_generation=gen, used=used, service_count=len(services), refused_count=refused,
+                                limited_count=limited, omitted_count=len(services) - len(listed), services=listed,
+                                conditions=conditions)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from inferkube.api.quota import InferenceQuotaSpec, InferenceQuotaStatus
+from inferkube.api.quota import InferenceQuotaStatus
 from inferkube.operator.quota import (
     Decisions,
     Key,
@@ -91,12 +91,12 @@ class QuotaBook:
         self._rvs[name] = rv
         self.statuses[name] = body.get("status") or {}
         try:
-            spec = InferenceQuotaSpec.model_validate(body.get("spec") or {})
+            facts = QuotaFacts.of(body)
         except ValidationError as exc:
             self.invalid[name] = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             return self._set_quota(name, None)
         self.invalid.pop(name, None)
-        return self._set_quota(name, QuotaFacts(name, spec, meta.get("generation")))
+        return self._set_quota(name, facts)
 
     def _set_quota(self, name: str, facts: QuotaFacts | None) -> bool:
         if self.quotas.get(name) == facts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 import yaml
 from kopf.testing import KopfRunner
 
@@ -72,8 +73,8 @@ def test_two_share_a_two_gpu_quota_the_third_is_refused_and_admitted_when_one_go
     status = wait_for(lambda: (q := kube.get("InferenceQuota", None, "team") or {}).get("status", {}).get("refusedCount") == 1
                       and q["status"])
     assert status["used"] == {"gpus": 2, "replicas": 2, "gpusPerAccelerator": {"nvidia-l4": 2}}
-    assert status["serviceCount"] == 3
-    assert [(s["name"], s["admitted"]) for s in status["services"]] == [("a", True), ("b", True), ("c", False)]
+    assert (status["serviceCount"], status["limitedCount"], status["omittedCount"]) == (3, 0, 0)
+    assert [(s["name"], s["admitted"]) for s in status["services"]] == [("c", False), ("a", True), ("b", True)]
     wait_for(lambda: refused_events(kube, "c"))
     time.sleep(1.0)
     assert len(refused_events(kube, "c")) == 1, "one Warning Event, not one per reconcile"
@@ -156,6 +157,24 @@ def test_quotas_settle_without_writes(kube: KubeEmulator, operator: KopfRunner) 
     kube.reset_counters()
     time.sleep(2.5)
     assert [w for w in kube.writes if "/events" not in w.path] == []
+
+
+def test_a_long_status_list_is_cut_refused_first_counted_and_settles(
+        kube: KubeEmulator, operator: KopfRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cap (100 in production, 2 here so three services show it) holds through the real status writer."""
+    from inferkube.operator import quota as decisions
+
+    monkeypatch.setattr(decisions, "STATUS_SERVICES_MAX", 2)  # read by every pass; the operator runs in this process
+    kube.create(quota(gpus=1))
+    create_in_order(kube, gpu_service("a"), gpu_service("b"), gpu_service("c"))
+    status = wait_for(lambda: (q := kube.get("InferenceQuota", None, "team") or {}).get("status", {}).get("refusedCount") == 2
+                      and q["status"])
+    assert [(s["name"], s["reason"]) for s in status["services"]] == [("b", "QuotaExceeded"), ("c", "QuotaExceeded")]
+    assert (status["serviceCount"], status["omittedCount"]) == (3, 1), "the admitted one is left out, and counted"
+    time.sleep(1.5)
+    kube.reset_counters()
+    time.sleep(2.5)
+    assert [w for w in kube.writes if "/events" not in w.path] == [], "a cut list is written once, not on every pass"
 
 
 def test_a_policy_whose_quota_went_while_the_operator_was_down_is_removed(kube: KubeEmulator) -> None:

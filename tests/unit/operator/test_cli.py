@@ -36,6 +36,7 @@ def test_render_prints_every_child_as_yaml() -> None:
         "PrometheusRule",
     ]
     assert "&id" not in result.stdout, "no YAML anchors in output a user pipes to kubectl"
+    assert result.stderr == "", "no quota in the input: no decisions to report"
 
 
 def test_render_reads_stdin_and_cache_pending_has_no_deployment() -> None:

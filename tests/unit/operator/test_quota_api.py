@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from inferkube.api.quota import InferenceQuotaSpec, priority_value
+from inferkube.api.quota import STATUS_SERVICES_MAX, InferenceQuotaSpec, priority_value
 from inferkube.operator.crd import QUOTA_CRD_FILENAME, build_quota_crd, render_quota_crd_yaml
 from inferkube.operator.validation import validate_object
 from tests.unit.operator.conftest import QUOTA_EXAMPLES, REPO
@@ -49,6 +49,16 @@ def test_quota_crd_names_scope_and_columns() -> None:
     assert columns["GPUs"] == ".status.used.gpus" and columns["GPU Limit"] == ".spec.limits.gpus"
     assert columns["Replicas"] == ".status.used.replicas" and columns["Replica Limit"] == ".spec.limits.replicas"
     assert columns["Services"] == ".status.serviceCount" and columns["Age"] == ".metadata.creationTimestamp"
+    assert columns["Refused"] == ".status.refusedCount" and columns["Limited"] == ".status.limitedCount"
+
+
+def test_the_api_server_refuses_a_status_list_longer_than_the_cap() -> None:
+    entry = {"namespace": "search", "name": "s", "gpus": 1, "replicas": 1, "admitted": True, "reason": "Admitted"}
+    obj = quota()
+    obj["status"] = {"serviceCount": 101, "omittedCount": 0, "services": [entry] * (STATUS_SERVICES_MAX + 1)}
+    assert [m for m in messages(obj) if m.startswith(".status.services: ") and m.endswith("is too long")]
+    obj["status"] = {"serviceCount": 101, "omittedCount": 1, "services": [entry] * STATUS_SERVICES_MAX}
+    assert messages(obj) == []
 
 
 def test_every_quota_field_has_a_description() -> None:

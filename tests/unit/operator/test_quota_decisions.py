@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from typing import Any
 
 import pytest
 
-from inferkube.api.quota import InferenceQuotaSpec
+from inferkube.api.quota import STATUS_SERVICES_MAX, InferenceQuotaSpec
 from inferkube.operator.quota import (
     ADMITTED,
     BLOCKED,
@@ -44,7 +45,9 @@ def test_two_services_fit_a_two_gpu_quota_and_the_third_is_refused_with_the_numb
     assert refused.message == "needs 2 GPUs, 0 of 2 left under InferenceQuota team-search"
     status = out.quotas["team-search"]
     assert (status.used.gpus, status.used.replicas, status.service_count, status.refused_count) == (2, 2, 3, 1)
-    assert [(s.name, s.admitted, s.gpus) for s in status.services] == [("a", True, 1), ("b", True, 1), ("c", False, 0)]
+    assert [(s.name, s.admitted, s.gpus) for s in status.services] == [("c", False, 0), ("a", True, 1), ("b", True, 1)], \
+        "what the quota holds back is listed first"
+    assert (status.limited_count, status.omitted_count) == (0, 0)
 
 
 def test_oldest_first_then_namespace_and_name() -> None:
@@ -235,3 +238,24 @@ def test_tenant_policy_is_merged_from_every_selecting_quota() -> None:
     assert policy.ceiling is not None and policy.ceiling.tokens_per_minute == 500
     assert policy.model_tokens_per_minute == 50 and policy.defaults is not None and policy.defaults.priority == "low"
     assert decide([svc("x")], [quota("c")]).services[("search", "x")].policy is None
+
+
+def test_status_lists_what_is_held_back_first_and_counts_what_it_leaves_out() -> None:
+    """260 services on a 200-GPU quota: 199 fixed ones fit, one autoscaled one is clamped, the last 60 are refused."""
+    services = [svc(f"s{i:03d}", auto=(1, 5) if i == 199 else None) for i in range(260)]
+    status = decide(services, [quota(limits={"gpus": 200})]).quotas["team"]
+    listed = [(s.name, s.reason) for s in status.services]
+    assert len(listed) == STATUS_SERVICES_MAX == 100
+    assert listed[:60] == [(f"s{i:03d}", REFUSED) for i in range(200, 260)], "refused first, oldest (next in line) first"
+    assert listed[60] == ("s199", CLAMPED)
+    assert listed[61:] == [(f"s{i:03d}", ADMITTED) for i in range(39)], "then admitted ones, oldest first"
+    assert (status.service_count, status.refused_count, status.limited_count, status.omitted_count) == (260, 60, 1, 160)
+    assert status.used.gpus == 200, "counting is over every service, listed or not"
+
+
+def test_status_size_is_bounded_whatever_the_number_of_services() -> None:
+    """An InferenceQuota over 5000 services stays far below etcd's object size limit (~1.5 MiB)."""
+    services = [svc(f"service-with-a-long-name-{i:05d}", ns=f"namespace-{i % 50:02d}", age=i % 60) for i in range(5000)]
+    status = decide(services, [quota(limits={"gpus": 2500})]).quotas["team"]
+    assert (status.service_count, status.refused_count, status.omitted_count) == (5000, 2500, 4900)
+    assert len(json.dumps(status.model_dump(by_alias=True, mode="json"))) < 30_000
