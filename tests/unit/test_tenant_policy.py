@@ -10,6 +10,7 @@ from inferkube.api.tenantpolicy import (
     TenantPolicy,
     effective_tenant,
     merge_policies,
+    model_budget_share,
     parse_policy,
     render_policy,
 )
@@ -91,3 +92,18 @@ def test_policy_file_round_trip_and_errors() -> None:
         parse_policy("ceiling: {tokensPerMinute: -3}")
     with pytest.raises(PolicyFileError, match="Extra inputs"):
         parse_policy("unknown: 1")
+
+
+def test_without_a_shared_limiter_each_replica_gets_its_share_of_the_model_budget_rounded_up() -> None:
+    merged = merge_policies([("a", QuotaTenants.model_validate({"modelTokensPerMinute": 9000})),
+                             ("b", QuotaTenants.model_validate({"modelTokensPerMinute": 10000}))], "ns/svc")
+    assert merged is not None and merged.replicas is None, "the replica count is the service's, not the quotas'"
+    assert model_budget_share(merged, shared=False) == 9000, "no replica count: one replica holds it all"
+    four = merged.model_copy(update={"replicas": 4})
+    assert model_budget_share(four, shared=False) == 2250
+    assert model_budget_share(merged.model_copy(update={"replicas": 7}), shared=False) == 1286  # 7 x 1286 = 9002
+    assert model_budget_share(four, shared=True) == 9000, "Redis: every replica draws from the whole budget"
+    assert model_budget_share(TenantPolicy(replicas=3), shared=False) is None
+    assert parse_policy(render_policy(four)).replicas == 4
+    with pytest.raises(PolicyFileError, match="replicas"):
+        parse_policy("modelTokensPerMinute: 10\nreplicas: 0\n")

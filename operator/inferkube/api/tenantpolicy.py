@@ -8,6 +8,7 @@ Both sides import only this module, so the file format and the merge rules have 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,10 @@ class TenantPolicy(ApiModel):
     defaults: TenantDefaults | None = Field(default=None, description="Used where a tenant's own entry is silent.")
     ceiling: TenantLimits | None = Field(default=None, description="No tenant's limit may exceed these.")
     model_tokens_per_minute: int | None = Field(default=None, ge=1, description="Tokens per minute of all tenants together.")
+    replicas: int | None = Field(default=None, ge=1, description=(
+        "Replicas of the service as the operator last saw its Deployment (spec.replicas). Written only with "
+        "modelTokensPerMinute and the memory rate-limit backend: each replica then enforces "
+        "ceil(modelTokensPerMinute / replicas); with Redis every replica draws from the whole budget."))
     overrides: list[TenantOverride] = Field(default_factory=list, description="Per-tenant values of the platform team.")
 
     def override_for(self, tenant: str) -> TenantOverride | None:
@@ -141,6 +146,16 @@ def effective_tenant(
 def _first(*values: int | None) -> int | None:
     """The first value that is set."""
     return next((v for v in values if v is not None), None)
+
+
+def model_budget_share(policy: TenantPolicy, shared: bool) -> int | None:
+    """Tokens per minute of the model budget one replica enforces (None: no budget): all of it when every replica
+    draws from one shared limiter (Redis), else its share ceil(budget / replicas) (all replicas together: the
+    budget, plus at most replicas - 1 tokens of rounding)."""
+    budget = policy.model_tokens_per_minute
+    if budget is None or shared or not policy.replicas:
+        return budget
+    return math.ceil(budget / policy.replicas)
 
 
 def render_policy(policy: TenantPolicy) -> str:

@@ -31,6 +31,8 @@ class Observed:
     ``serving_cache_key`` is the cache directory replicas may serve from (a finished download); None
     while nothing is cached yet, which holds the Deployment back so N pods never fetch N copies.
     ``quota`` is what the InferenceQuotas selecting the service allow it (None: no quota selects it).
+    ``deployment_replicas`` is the live Deployment's ``spec.replicas`` (None: no Deployment yet), which an
+    autoscaler changes.
     """
 
     serving_cache_key: str | None = None
@@ -38,6 +40,7 @@ class Observed:
     keda_api: bool = True
     alerting_api: bool = True
     quota: ServiceDecision | None = None
+    deployment_replicas: int | None = None
 
     @property
     def quota_refused(self) -> bool:

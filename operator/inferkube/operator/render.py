@@ -17,7 +17,7 @@ from inferkube.operator.builders.prometheusrule import build_prometheusrule
 from inferkube.operator.builders.pvc import build_pvc
 from inferkube.operator.builders.service import build_service
 from inferkube.operator.builders.servicemonitor import build_servicemonitor
-from inferkube.operator.builders.tenant_policy import build_tenant_policy
+from inferkube.operator.builders.tenant_policy import build_tenant_policy, service_policy
 from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
@@ -62,8 +62,9 @@ def render_children(
         children.append(Child(build_cache_job(*args), create_only=True))
     children.append(Child(build_service(*args)))
     children.append(Child(build_pdb(*args)))
-    if observed.quota is not None and observed.quota.policy is not None:
-        children.append(Child(build_tenant_policy(meta, observed.quota.policy)))
+    policy = service_policy(spec, observed)
+    if policy is not None:
+        children.append(Child(build_tenant_policy(meta, policy)))
     serving = not names.uses_cache(spec) or observed.serving_cache_key is not None
     if serving:
         children.append(Child(build_deployment(*args)))

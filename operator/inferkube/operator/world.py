@@ -171,8 +171,10 @@ def serving_cache_key(spec: InferenceServiceSpec, meta: ServiceMeta, children: C
 
 def observe(spec: InferenceServiceSpec, meta: ServiceMeta, children: Children, apis: set[str]) -> Observed:
     """The facts builders need, from live children and the set of served optional APIs."""
+    deployment = children.get(kinds.DEPLOYMENT.kind, meta.name)
     return Observed(
         serving_cache_key=serving_cache_key(spec, meta, children),
+        deployment_replicas=live_replicas(deployment) if deployment is not None else None,
         monitoring_api=kinds.SERVICE_MONITOR.kind in apis,
         keda_api=kinds.SCALED_OBJECT.kind in apis,
         alerting_api=kinds.PROMETHEUS_RULE.kind in apis,

@@ -63,9 +63,16 @@ async def precheck_admission(state: RuntimeState, ctx: RequestContext) -> None:
 
 
 async def precheck_rate_limit(state: RuntimeState, ctx: RequestContext) -> None:
-    """429 before the body is read when the tenant could send no request at all now (request bucket empty,
-    token debt, every concurrency slot taken); nothing is reserved here."""
-    decision = await state.limiter.precheck(ctx.tenant)
+    """429 before the body is read when the model budget is spent (not one token left; with the response
+    cache on, only a budget in debt: a hit costs no tokens) or the tenant could send no request at all now
+    (request bucket empty, token debt, every concurrency slot taken). One look at both (one Redis round
+    trip), in the order the checks after the body take them; nothing is reserved here."""
+    budget = state.tenancy.model_budget()
+    least = 0 if state.response_cache is not None else 1  # every request without a cache hit costs a token
+    answer = await state.limiter.precheck(ctx.tenant, budget.tenant if budget is not None else None, least)
+    if budget is not None and answer.budget is not None and not answer.budget.allowed:
+        raise refusals.model_budget_spent(budget, answer.budget)
+    decision = answer.tenant
     if not decision.allowed and decision.reason != REASON_BACKEND_UNAVAILABLE:
         ctx.rate_limit_headers = dict(decision.headers)
         raise refusals.rate_limited(decision)
@@ -129,10 +136,10 @@ async def take_model_budget(state: RuntimeState, ctx: RequestContext) -> None:
     budget = state.tenancy.model_budget()
     if budget is None:
         return
-    decision, ctx.budget_tokens = await _reserve(state, ctx, budget)
+    decision, ctx.budget_tokens = await _reserve(state, ctx, budget.tenant)
     if not decision.allowed:
-        raise refusals.model_budget_spent(budget.tokens_per_minute, decision)
-    ctx.budget, ctx.budget_reservation = budget, decision
+        raise refusals.model_budget_spent(budget, decision)
+    ctx.budget, ctx.budget_reservation = budget.tenant, decision
 
 
 async def take_rate_limit(state: RuntimeState, ctx: RequestContext) -> None:
@@ -209,7 +216,7 @@ GENERATION_CHECKS: tuple[Check, ...] = (
     refuse_while_draining,  # 503
     refuse_until_ready,     # 503
     precheck_admission,     # 429 when not even one sequence has room (before the body is read)
-    precheck_rate_limit,    # 429 when the tenant can send nothing now (before the body is read)
+    precheck_rate_limit,    # 429 when the model budget is spent or the tenant can send nothing now (before the body)
     read_body,              # 415, 413
     peek_request,           # 400 (JSON, surrogates); no request model, template or tokenizer yet
     check_model,            # 404

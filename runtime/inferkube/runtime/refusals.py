@@ -26,6 +26,7 @@ from inferkube.runtime.tenancy import REASON_BACKEND_UNAVAILABLE, RateLimitDecis
 if TYPE_CHECKING:
     from inferkube.runtime.context import RequestContext
     from inferkube.runtime.state import RuntimeState
+    from inferkube.runtime.tenancy.policy import ModelBudget
 
 LOADING_RETRY_AFTER = "5"
 
@@ -77,10 +78,11 @@ def shed(retry_after: float) -> ApiError:
                     code="server_overloaded", reason=REJECTION_ADMISSION, headers=_retry_after(retry_after))
 
 
-def model_budget_spent(tokens_per_minute: int | None, decision: RateLimitDecision) -> ApiError:
+def model_budget_spent(budget: ModelBudget, decision: RateLimitDecision) -> ApiError:
     """429: the model-wide token budget (all tenants, all replicas) has no room for this request now."""
     retry = str(max(1, math.ceil(decision.retry_after)))
-    return ApiError(429, f"The model's token budget ({tokens_per_minute} tokens per minute for all tenants together) "
+    share = f"; {budget.per_replica} on each of its {budget.replicas} replicas" if budget.replicas > 1 else ""
+    return ApiError(429, f"The model's token budget ({budget.total} tokens per minute for all tenants together{share}) "
                     "is spent; retry later.", code="model_budget_exceeded", reason=REJECTION_RATE_LIMIT,
                     headers={"Retry-After": retry})
 

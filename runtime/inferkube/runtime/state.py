@@ -41,12 +41,15 @@ def freeze_startup_heap() -> None:
 
 
 def build_tenancy(settings: RuntimeSettings) -> tuple[TenantRegistry, RateLimiter]:
-    """The tenant registry (from the tenants file, or empty: no auth) and the rate limiter the settings ask for."""
+    """The tenant registry (from the tenants file, or empty: no auth) and the rate limiter the settings ask for.
+
+    The limiter gets no server defaults: `TenancyState.resolve` has already put them into every tenant it
+    hands out, and the model budget's pseudo-tenant must not get a requests-per-minute limit from them.
+    """
     registry = (TenantRegistry.from_file(settings.tenants_file) if settings.tenants_file
                 else TenantRegistry.empty())
     limiter = build_rate_limiter(settings.rate_limit_backend, settings.redis_url,
-                                 settings.rate_limit_fail_open, settings.default_requests_per_minute,
-                                 settings.default_tokens_per_minute)
+                                 settings.rate_limit_fail_open, None, None)
     return registry, limiter
 
 
@@ -70,7 +73,8 @@ class RuntimeState:
         self.engine = engine
         defaults = TenantLimits(requests_per_minute=settings.default_requests_per_minute,
                                 tokens_per_minute=settings.default_tokens_per_minute)
-        self.tenancy = TenancyState(registry, initial_policy(settings), defaults, settings.model_name)
+        self.tenancy = TenancyState(registry, initial_policy(settings), defaults, settings.model_name,
+                                    shared_limiter=settings.rate_limit_backend == "redis")
         self.limiter = limiter
         self.metrics = metrics
         self.admission: AdmissionController | FairAdmission

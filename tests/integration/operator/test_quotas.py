@@ -197,3 +197,27 @@ def test_a_policy_whose_quota_went_while_the_operator_was_down_is_removed(kube: 
         time.sleep(2.0)
         assert [w for w in kube.writes if "/events" not in w.path] == [], "settled: no delete per reconcile"
     assert kube.validation_errors == []
+
+
+def test_an_autoscaler_scale_event_reaches_the_memory_budget_split_then_settles(kube: KubeEmulator, operator: KopfRunner) -> None:
+    body = quota(gpus=8)
+    body["spec"]["tenants"] = {"modelTokensPerMinute": 9000}
+    kube.create(body)
+    kube.create(gpu_service("auto", autoscaling={"minReplicas": 1, "maxReplicas": 4, "targetQueueDepth": 4}))
+
+    def split() -> int | None:
+        cm = kube.get("ConfigMap", NS, "auto-tenant-policy")
+        return None if cm is None else yaml.safe_load(cm["data"][contract.POLICY_FILE_KEY]).get("replicas")
+
+    assert wait_for(lambda: split() == 1)
+    kube.patch("Deployment", NS, "auto", {"spec": {"replicas": 3}})  # what the HPA does
+    assert wait_for(lambda: split() == 3), "each replica now enforces a third of the budget"
+    cm = kube.get("ConfigMap", NS, "auto-tenant-policy")
+    digest = cm["metadata"]["annotations"][contract.ANNOTATION_TENANT_POLICY]
+    assert wait_for(lambda: kube.get("Deployment", NS, "auto")["metadata"]["annotations"][contract.ANNOTATION_TENANT_POLICY] == digest)
+    assert replicas(kube, "auto") == 3, "the operator never writes the autoscaler's replicas"
+    time.sleep(1.5)
+    kube.reset_counters()
+    time.sleep(2.5)
+    assert [w for w in kube.writes if "/events" not in w.path] == [], "settled: no write until the next scale event"
+    assert kube.validation_errors == []

@@ -4,9 +4,7 @@ fail-open (and counted) when Redis goes away, and a SIGTERM drain. The replicas 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,21 +13,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from tests.integration.runtime.conftest import (
     SERVED_NAME,
     RuntimeServer,
-    free_port,
     start_runtime_server,
     wait_until_ready,
 )
+from tests.redis_server import RedisServer, needs_redis_server
 
-pytestmark = [
-    pytest.mark.engine,
-    pytest.mark.skipif(shutil.which("redis-server") is None,
-                       reason="redis-server is not installed (apt-get install -y redis-server)"),
-]
+pytestmark = [pytest.mark.engine, needs_redis_server]
 SHARED_KEY = "sk-shared-3rpm"
 TENANTS = f"tenants:\n  - name: shared\n    key: {SHARED_KEY}\n    requestsPerMinute: 3\n"
 HEADERS = {"Authorization": f"Bearer {SHARED_KEY}"}
@@ -40,24 +33,8 @@ BODY = {"model": SERVED_NAME, "prompt": "x", "max_tokens": 2}
 class Replicas:
     a: RuntimeServer
     b: RuntimeServer
-    redis_proc: subprocess.Popen
+    redis: RedisServer
     startup: dict[str, object]
-
-
-def _start_redis(port: int, workdir: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
-    client = redis.Redis(host="127.0.0.1", port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return proc
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
 
 
 def _wait_for(predicate, timeout: float) -> None:
@@ -89,12 +66,11 @@ def _observe_startup(server: RuntimeServer, timeout: float = 240) -> dict[str, o
 @pytest.fixture(scope="module")
 def replicas(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     work = tmp_path_factory.mktemp("replicas")
-    redis_port = free_port()
-    redis_proc = _start_redis(redis_port, work)
+    redis_server = RedisServer(work).start()
     tenants = work / "tenants.yaml"
     tenants.write_text(TENANTS)
     flags = ["--tenants-file", str(tenants), "--rate-limit-backend", "redis",
-             "--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--rate-limit-fail-open"]
+             "--redis-url", redis_server.url, "--rate-limit-fail-open"]
     engine = ["--", "--enforce-eager"]
     a = start_runtime_server(tiny_model_dir, [*flags, "--drain-timeout", "60", *engine], log_path=work / "a.log",
                              wait_ready=False)
@@ -106,13 +82,11 @@ def replicas(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         startup = _observe_startup(a)
         wait_until_ready(a)
         wait_until_ready(b)
-        yield Replicas(a, b, redis_proc, startup)
+        yield Replicas(a, b, redis_server, startup)
     finally:
         a.stop()
         b.stop()
-        if redis_proc.poll() is None:
-            redis_proc.terminate()
-            redis_proc.wait(10)
+        redis_server.stop()
 
 
 def test_ready_is_503_while_loading_and_health_answers(replicas: Replicas) -> None:
@@ -135,8 +109,7 @@ def test_two_replicas_share_one_redis_budget(replicas: Replicas) -> None:
 
 def test_redis_outage_fails_open_and_is_counted(replicas: Replicas) -> None:
     before = replicas.b.metric("inferkube_ratelimit_backend_errors_total")
-    replicas.redis_proc.terminate()
-    replicas.redis_proc.wait(10)
+    replicas.redis.stop()
     r = httpx.post(replicas.b.base_url + "/v1/completions", json=BODY, headers=HEADERS, timeout=60)
     assert r.status_code == 200, r.text  # the tenant's budget was spent, but the backend is gone: fail open
     assert replicas.b.metric("inferkube_ratelimit_backend_errors_total") > before

@@ -1,13 +1,15 @@
 """The quota's tenant policy with the real engine: two replicas, one real Redis, the policy mounted the kubelet way.
 
 A ceiling caps a tenant's own limit; a policy change is picked up without a restart and without one
-failed request meanwhile; the model-wide token budget is shared by both replicas through Redis; every
-request carries its tenant's priority into vLLM's priority scheduler.
+failed request meanwhile; the model-wide token budget is shared by both replicas through Redis, and once
+one replica has spent it the other refuses before reading a body; every request carries its tenant's
+priority into vLLM's priority scheduler.
 """
 
 from __future__ import annotations
 
-import shutil
+import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,21 +19,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from inferkube.runtime.tenancy.redis_limiter import tenant_keys
 from tests.integration.runtime.conftest import (
     SERVED_NAME,
     RuntimeServer,
-    free_port,
     start_runtime_server,
     wait_until_ready,
 )
-from tests.integration.runtime.test_lifecycle import _start_redis
+from tests.redis_server import RedisServer, needs_redis_server
 from tests.unit.runtime.test_reload import KubeletVolume
 
-pytestmark = [
-    pytest.mark.engine,
-    pytest.mark.skipif(shutil.which("redis-server") is None,
-                       reason="redis-server is not installed (apt-get install -y redis-server)"),
-]
+pytestmark = [pytest.mark.engine, needs_redis_server]
 KEY = "sk-quota-tenant-0123"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 TENANTS = f"tenants:\n  - name: team\n    key: {KEY}\n    tokensPerMinute: 1000000\n    priority: high\n"
@@ -43,31 +41,30 @@ class Cluster:
     a: RuntimeServer
     b: RuntimeServer
     policy: KubeletVolume
+    redis: RedisServer
 
 
 @pytest.fixture(scope="module")
 def cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     work = tmp_path_factory.mktemp("quota-policy")
-    redis_port = free_port()
-    redis_proc = _start_redis(redis_port, work)
+    redis_server = RedisServer(work).start()
     (work / "tenants.yaml").write_text(TENANTS)
     (work / "policy").mkdir()
     policy = KubeletVolume(work / "policy", "policy.yaml")
     path = policy.publish("service: llm/tiny\nceiling: {tokensPerMinute: 50000}\n")
     flags = ["--tenants-file", str(work / "tenants.yaml"), "--tenant-policy-file", str(path),
              "--reload-interval", "0.2", "--scheduling-policy", "priority", "--rate-limit-backend", "redis",
-             "--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--", "--enforce-eager"]
+             "--redis-url", redis_server.url, "--", "--enforce-eager"]
     a = start_runtime_server(tiny_model_dir, flags, log_path=work / "a.log", wait_ready=False)
     b = start_runtime_server(tiny_model_dir, flags, log_path=work / "b.log", wait_ready=False)
     try:
         wait_until_ready(a)
         wait_until_ready(b)
-        yield Cluster(a, b, policy)
+        yield Cluster(a, b, policy, redis_server)
     finally:
         a.stop()
         b.stop()
-        redis_proc.terminate()
-        redis_proc.wait(10)
+        redis_server.stop()
 
 
 def post(server: RuntimeServer) -> httpx.Response:
@@ -117,15 +114,21 @@ def test_a_policy_change_reloads_without_a_restart_or_a_failed_request(cluster: 
     assert cluster.a.metric("inferkube_config_reloads_total", file="policy", result="error") >= 1
 
 
-def test_the_model_budget_is_shared_by_two_replicas_through_redis(cluster: Cluster) -> None:
-    # each request is estimated at prompt + 4 tokens; a budget of 60 admits a handful across both replicas
-    reloads = {s.port: s.metric("inferkube_config_reloads_total", file="policy", result="ok") for s in (cluster.a, cluster.b)}
-    cluster.policy.publish("service: llm/tiny\nmodelTokensPerMinute: 60\n")
-    for server in (cluster.a, cluster.b):  # wait for the reload without spending the budget
+def publish_and_wait(cluster: Cluster, text: str) -> None:
+    """Publish a policy the kubelet way and wait until both replicas loaded it (without spending any budget)."""
+    replicas = (cluster.a, cluster.b)
+    before = {s.port: s.metric("inferkube_config_reloads_total", file="policy", result="ok") for s in replicas}
+    cluster.policy.publish(text)
+    for server in replicas:
         deadline = time.monotonic() + 30
-        while server.metric("inferkube_config_reloads_total", file="policy", result="ok") <= reloads[server.port]:
+        while server.metric("inferkube_config_reloads_total", file="policy", result="ok") <= before[server.port]:
             assert time.monotonic() < deadline, "the new policy was never loaded"
             time.sleep(0.2)
+
+
+def test_the_model_budget_is_shared_by_two_replicas_through_redis(cluster: Cluster) -> None:
+    # each request is estimated at prompt + 4 tokens; a budget of 60 admits a handful across both replicas
+    publish_and_wait(cluster, "service: llm/tiny\nmodelTokensPerMinute: 60\n")
     answers = []
     for i in range(20):
         r = post(cluster.a if i % 2 == 0 else cluster.b)
@@ -137,3 +140,38 @@ def test_the_model_budget_is_shared_by_two_replicas_through_redis(cluster: Clust
     assert len(answers) < 20, "one budget for both replicas: it runs out well before 20 requests"
     ok_per_replica = {replica for replica, status, _ in answers if status == 200}
     assert ok_per_replica == {0, 1}, "both replicas drew from the same budget"
+
+
+def _announce_body_and_wait(server: RuntimeServer, size: int, timeout: float = 20) -> bytes:
+    """Send only the head of a POST announcing a `size`-byte body that never comes; what the server answers."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(size).encode()
+                     + b"\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def test_a_model_budget_spent_on_one_replica_is_refused_on_the_other_before_the_body(cluster: Cluster) -> None:
+    """Replica a spends the whole budget (one request whose real use is the budget); replica b then answers a
+    request announcing 200 KB with 429 before one byte of the body is sent (else it would wait for it)."""
+    probe = {**BODY, "max_tokens": 8, "ignore_eos": True}
+    publish_and_wait(cluster, "service: llm/prebody\n")  # no budget yet: learn what the request really uses
+    usage = httpx.post(cluster.a.base_url + "/v1/completions", json=probe, headers=HEADERS, timeout=60).json()["usage"]
+    exact = usage["prompt_tokens"] + usage["completion_tokens"]
+    publish_and_wait(cluster, f"service: llm/prebody\nmodelTokensPerMinute: {exact}\n")
+    spend = httpx.post(cluster.a.base_url + "/v1/completions", json=probe, headers=HEADERS, timeout=60)
+    assert spend.status_code == 200, spend.text  # reserved at most its lower bound, then charged what it used
+    bucket = tenant_keys("model:llm/prebody")[1]
+    deadline = time.monotonic() + 10  # the charge is settled in the background once the answer is out
+    while float(cluster.redis.client().hget(bucket, "level") or exact) >= 1:
+        assert time.monotonic() < deadline, "the spending request was never charged"
+        time.sleep(0.02)
+    refusals = cluster.b.metric("inferkube_rejections_total", reason="rate_limit")
+    head, _, body = _announce_body_and_wait(cluster.b, 200_000).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 429"), head
+    assert int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"retry-after:"))) >= 1
+    assert json.loads(body)["error"]["code"] == "model_budget_exceeded"
+    assert cluster.b.metric("inferkube_rejections_total", reason="rate_limit") == refusals + 1

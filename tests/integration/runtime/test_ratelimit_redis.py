@@ -6,9 +6,7 @@ Needs Debian's `redis-server` binary (`apt-get install -y redis-server`).
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,74 +19,20 @@ import redis.asyncio as aioredis
 
 from inferkube.runtime.tenancy import Tenant, build_rate_limiter
 from inferkube.runtime.tenancy.redis_limiter import RedisRateLimiter, tenant_keys
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    """One `redis-server` process on a loopback port, no persistence."""
-
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server not found: install it (Debian: apt-get install -y redis-server)")
-        self.binary = binary
-        self.workdir = workdir
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A server this test may stop and restart."""
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with RedisServer(tmp_path) as server:
+        yield server
 
 
 Factory = Callable[..., RedisRateLimiter]
@@ -207,14 +151,14 @@ async def test_precheck_is_shared_and_takes_nothing(
     a, b = make_limiter(redis_server.url), make_limiter(redis_server.url)
     tenant = Tenant(name, requests_per_minute=2, max_concurrent=1)
     for _ in range(3):
-        assert (await a.precheck(tenant)).allowed
+        assert (await a.precheck(tenant)).tenant.allowed
     assert (await b.acquire(tenant, 1)).headers["x-ratelimit-remaining-requests"] == "1"
-    busy = await a.precheck(tenant)
+    busy = (await a.precheck(tenant)).tenant
     assert not busy.allowed and busy.reason == "concurrency"
     await b.complete(tenant, 1, 1)
     assert (await a.acquire(tenant, 1)).allowed
     await a.complete(tenant, 1, 1)
-    empty = await b.precheck(tenant)
+    empty = (await b.precheck(tenant)).tenant
     assert not empty.allowed and empty.reason == "requests" and 29 <= empty.retry_after <= 30
     sync = redis_server.client()
     assert sync.zcard(tenant_keys(name)[2]) == 0
@@ -235,6 +179,34 @@ async def test_dead_replica_does_not_leak_its_slot(
         assert time.monotonic() - started < 3, "the dead replica's slot never came back"
         await asyncio.sleep(0.05)
     assert time.monotonic() - started < 1.0
+
+
+async def test_precheck_asks_the_tenant_and_the_model_budget_in_one_round_trip(
+    redis_server: RedisServer, make_limiter: Factory, name: str
+) -> None:
+    """The model budget another replica spent refuses before the body, from the same script call as the
+    tenant's own precheck; nothing is taken."""
+    spender = make_limiter(redis_server.url)
+    asker, client = flaky_limiter(redis_server, fail_open=True)
+    tenant, budget = Tenant(name, requests_per_minute=5), Tenant(f"model:{name}", tokens_per_minute=60)
+    try:
+        await asker.precheck(tenant, budget, 1)  # the first call also loads the script
+        assert (await spender.acquire(budget, 59)).allowed
+        calls = client.calls
+        left = await asker.precheck(tenant, budget, 1)
+        assert client.calls == calls + 1, "one EVALSHA for the tenant and the budget"
+        assert left.tenant.allowed and left.budget is not None and left.budget.allowed, "one token left"
+        assert (await spender.acquire(budget, 1)).allowed
+        spent = await asker.precheck(tenant, budget, 1)
+        assert spent.tenant.allowed and spent.budget is not None and not spent.budget.allowed
+        assert 0.9 <= spent.budget.retry_after <= 1.0, "one token drips back in a second"
+        own = await asker.acquire(tenant, 0)
+        assert own.headers["x-ratelimit-remaining-requests"] == "4", "the prechecks took no request"
+        client.fail_next = 1
+        down = await asker.precheck(tenant, budget, 1)
+        assert down.tenant.allowed and down.budget is not None and down.budget.allowed, "the acquire decides then"
+    finally:
+        await asker.close()
 
 
 async def test_live_lease_is_renewed_past_its_ttl(

@@ -8,7 +8,6 @@ revision near the end, and Redis is stopped last.
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,13 +21,9 @@ import pytest
 import redis
 
 from tests.integration.runtime.conftest import SERVED_NAME, RuntimeServer, start_runtime_server
-from tests.integration.runtime.test_ratelimit_redis import RedisServer
+from tests.redis_server import RedisServer, needs_redis_server
 
-pytestmark = [
-    pytest.mark.engine,
-    pytest.mark.skipif(shutil.which("redis-server") is None,
-                       reason="redis-server is not installed (apt-get install -y redis-server)"),
-]
+pytestmark = [pytest.mark.engine, needs_redis_server]
 KEY_A, KEY_B = "sk-cache-tenant-a", "sk-cache-tenant-b"
 TENANTS = f"tenants:\n  - name: a\n    key: {KEY_A}\n  - name: b\n    key: {KEY_B}\n"
 ENGINE_REQUESTS = "vllm:request_success_total"
@@ -61,18 +56,16 @@ def cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     work = tmp_path_factory.mktemp("response-cache")
     tenants = work / "tenants.yaml"
     tenants.write_text(TENANTS)
-    server = RedisServer(work)
-    server.start()
-    a = start_runtime_server(tiny_model_dir, [
-        *_common_args(server.url, tenants), "--response-cache-ttl", "120", "--model-revision", "r1",
-        "--response-cache-semantic-model", "builtin:tiny-embed", "--response-cache-similarity-threshold", "0.95",
-        "--", "--enforce-eager"], log_path=work / "a.log", env={"INFERKUBE_TINY_MODEL_DIR": str(work / "tiny")})
-    b = _start_b(tiny_model_dir, work, server.url, tenants, "r1")
-    cluster = Cluster(a, b, server, tiny_model_dir, work, tenants)
-    yield cluster
-    for replica in (cluster.a, cluster.b):
-        replica.stop()
-    server.stop()
+    with RedisServer(work) as server:
+        a = start_runtime_server(tiny_model_dir, [
+            *_common_args(server.url, tenants), "--response-cache-ttl", "120", "--model-revision", "r1",
+            "--response-cache-semantic-model", "builtin:tiny-embed", "--response-cache-similarity-threshold", "0.95",
+            "--", "--enforce-eager"], log_path=work / "a.log", env={"INFERKUBE_TINY_MODEL_DIR": str(work / "tiny")})
+        b = _start_b(tiny_model_dir, work, server.url, tenants, "r1")
+        cluster = Cluster(a, b, server, tiny_model_dir, work, tenants)
+        yield cluster
+        for replica in (cluster.a, cluster.b):
+            replica.stop()
 
 
 def chat(server: RuntimeServer, text: str, key: str = KEY_A, headers: dict[str, str] | None = None,

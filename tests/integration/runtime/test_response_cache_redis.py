@@ -5,7 +5,6 @@ and an outage that turns into counted bypasses instead of errors."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,9 @@ from inferkube.runtime.response_cache.keys import KEY_PREFIX
 from inferkube.runtime.response_cache.redis_store import RedisStore, decompress
 from inferkube.runtime.tenancy.redis_limiter import KEY_PREFIX as RATE_LIMIT_PREFIX
 from inferkube.runtime.validation import request_model
-from tests.integration.runtime.test_ratelimit_redis import RedisServer
+from tests.redis_server import RedisServer, needs_redis_server
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server is not installed (apt-get install -y redis-server)")
+pytestmark = needs_redis_server
 BODY = {"object": "chat.completion", "model": "tiny", "usage": {"prompt_tokens": 3, "completion_tokens": 4},
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello " * 50},
                      "finish_reason": "stop"}]}
@@ -37,10 +35,8 @@ class Result:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with RedisServer(tmp_path) as server:
+        yield server
 
 
 def replica(url: str, ttl: float = 60) -> ResponseCache:

@@ -241,3 +241,56 @@ def test_response_cache_flags_and_encoder_fetched_by_the_downloader() -> None:
     validate_k8s(by_kind(render(obj))["Deployment"], NEWEST_K8S)  # the init container is a valid Container
     off = example("cpu-tiny-kind")
     assert "--response-cache" not in by_kind(render(off))["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def _budget_decision(replicas: int, tenants: dict[str, Any] | None = None) -> Any:
+    """What a quota (by default with a model budget) decides for a service it admits, its tenant policy included."""
+    from inferkube.api.quota import QuotaTenants
+    from inferkube.api.tenantpolicy import merge_policies
+    from inferkube.operator.quota import ServiceDecision
+
+    section = QuotaTenants.model_validate(tenants if tenants is not None else {"modelTokensPerMinute": 9000})
+    return ServiceDecision(("team",), "Admitted", replicas, policy=merge_policies([("team", section)]))
+
+
+def test_tenant_policy_configmap_matches_golden_file() -> None:
+    """The ConfigMap of an autoscaled memory-backend service whose HPA runs 3 replicas (UPDATE_GOLDEN=1 rewrites)."""
+    cm = by_kind(render(example("qwen-autoscaled-queue-depth"), quota=_budget_decision(6), deployment_replicas=3))
+    text = yaml.safe_dump(cm["ConfigMap"], sort_keys=False, width=1000)
+    golden = GOLDEN / "tenant-policy-configmap.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def _policy_of(children: list[dict[str, Any]]) -> dict[str, Any]:
+    return yaml.safe_load(by_kind(children)["ConfigMap"]["data"][contract.POLICY_FILE_KEY])
+
+
+def test_the_memory_backend_policy_names_the_replicas_its_model_budget_is_split_between() -> None:
+    auto = example("qwen-autoscaled-queue-depth")
+    assert _policy_of(render(auto, quota=_budget_decision(6), deployment_replicas=4))["replicas"] == 4, "as the HPA set it"
+    assert _policy_of(render(auto, quota=_budget_decision(6)))["replicas"] == 1, "no Deployment yet: Kubernetes' default"
+    assert _policy_of(render(auto, quota=_budget_decision(6), deployment_replicas=0))["replicas"] == 1, "scaled to zero"
+    fixed = example("llama-70b-tp4-h100")
+    assert _policy_of(render(fixed, quota=_budget_decision(2), deployment_replicas=5))["replicas"] == 2, "as rendered"
+    # Redis shares the whole budget, and without a budget there is nothing to split: no count, no write per scale event.
+    assert "replicas" not in _policy_of(render(example("api-keys-rate-limits"), quota=_budget_decision(2)))
+    ceiling_only = _budget_decision(6, {"ceiling": {"tokensPerMinute": 10}})
+    assert "replicas" not in _policy_of(render(auto, quota=ceiling_only, deployment_replicas=4))
+
+
+def test_a_scale_event_changes_the_policy_digest_but_never_the_pod_template() -> None:
+    from inferkube.operator.builders.tenant_policy import policy_digest, service_policy
+
+    auto = example("qwen-autoscaled-queue-depth")
+    three = by_kind(render(auto, quota=_budget_decision(6), deployment_replicas=3))
+    spec, meta = parse_service(auto)
+    policy = service_policy(spec, Observed(quota=_budget_decision(6), deployment_replicas=3))
+    assert policy is not None and policy.replicas == 3
+    digest = policy_digest(meta, policy)
+    assert three["Deployment"]["metadata"]["annotations"][contract.ANNOTATION_TENANT_POLICY] == digest
+    assert three["ConfigMap"]["metadata"]["annotations"][contract.ANNOTATION_TENANT_POLICY] == digest
+    four = by_kind(render(auto, quota=_budget_decision(6), deployment_replicas=4))
+    assert four["Deployment"]["metadata"]["annotations"][contract.ANNOTATION_TENANT_POLICY] != digest
+    assert four["Deployment"]["spec"] == three["Deployment"]["spec"], "no replicas written, no rollout"

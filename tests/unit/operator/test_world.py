@@ -60,3 +60,12 @@ def test_observed_holds_the_deployment_back_until_a_cache_directory_is_ready() -
     assert observe(SPEC, META, Children({"Deployment": [serving_old]}), set()).serving_cache_key == "0123456789ab"
     observed = observe(SPEC, META, Children(), {"ServiceMonitor", "ScaledObject"})
     assert (observed.monitoring_api, observed.keda_api, observed.alerting_api) == (True, True, False)
+
+
+def test_observed_reads_the_replicas_the_live_deployment_is_set_to_run() -> None:
+    """What an autoscaler last set (the tenant policy splits a memory-backend model budget by it)."""
+    scaled = {"kind": "Deployment", "metadata": {"name": "m"}, "spec": {"replicas": 3}}
+    assert observe(SPEC, META, Children({"Deployment": [scaled]}), set()).deployment_replicas == 3
+    unset = {"kind": "Deployment", "metadata": {"name": "m"}, "spec": {}}
+    assert observe(SPEC, META, Children({"Deployment": [unset]}), set()).deployment_replicas == 1, "Kubernetes' default"
+    assert observe(SPEC, META, Children(), set()).deployment_replicas is None

@@ -235,15 +235,43 @@ async def test_precheck_answers_without_taking_anything(clock: FakeClock) -> Non
     lim = limiter(clock)
     tenant = Tenant("p", requests_per_minute=2, max_concurrent=1)
     for _ in range(3):
-        assert (await lim.precheck(tenant)).allowed
+        assert (await lim.precheck(tenant)).tenant.allowed
     first = await lim.acquire(tenant, 1)
     assert first.allowed and first.headers["x-ratelimit-remaining-requests"] == "1"  # the prechecks took none
-    busy = await lim.precheck(tenant)
+    busy = (await lim.precheck(tenant)).tenant
     assert not busy.allowed and busy.reason == "concurrency"
     await lim.complete(tenant, 1, 1)
     assert (await lim.acquire(tenant, 1)).allowed
     await lim.complete(tenant, 1, 1)
-    empty = await lim.precheck(tenant)
+    empty = (await lim.precheck(tenant)).tenant
     assert not empty.allowed and empty.reason == "requests" and empty.retry_after == pytest.approx(30.0)
     assert lim.in_flight(tenant) == 0
-    assert (await lim.precheck(Tenant("unlimited"))).allowed
+    assert (await lim.precheck(Tenant("unlimited"))).tenant.allowed
+
+
+async def test_precheck_asks_the_model_budget_for_its_least_cost_too(clock: FakeClock) -> None:
+    lim = limiter(clock)
+    tenant, budget = Tenant("t", requests_per_minute=10), Tenant("model:ns/svc", tokens_per_minute=60)
+    assert (await lim.precheck(tenant)).budget is None, "no budget asked, none answered"
+    assert (await lim.acquire(budget, 59)).allowed
+    left = (await lim.precheck(tenant, budget, 1)).budget
+    assert left is not None and left.allowed, "one token left: not spent"
+    assert (await lim.acquire(budget, 1)).allowed
+    spent = await lim.precheck(tenant, budget, 1)
+    assert spent.tenant.allowed and spent.budget is not None and not spent.budget.allowed
+    assert spent.budget.retry_after == pytest.approx(1.0), "one token drips back in a second"
+    hit = (await lim.precheck(tenant, budget, 0)).budget
+    assert hit is not None and hit.allowed, "a cache hit costs no tokens: only a budget in debt refuses it"
+    assert (await lim.acquire(tenant, 0)).headers["x-ratelimit-remaining-requests"] == "9", "the prechecks took none"
+
+
+async def test_a_changed_limit_keeps_what_is_spent(clock: FakeClock) -> None:
+    """A reload (or a replica share of the model budget after a scale event) does not hand out a fresh bucket."""
+    lim = limiter(clock)
+    assert (await lim.acquire(Tenant("t", tokens_per_minute=100), 90)).allowed
+    lowered = await lim.acquire(Tenant("t", tokens_per_minute=50), 11)
+    assert not lowered.allowed and lowered.headers["x-ratelimit-remaining-tokens"] == "10"
+    raised = await lim.acquire(Tenant("t", tokens_per_minute=200), 11)
+    assert not raised.allowed and raised.headers["x-ratelimit-remaining-tokens"] == "10", "refills from there"
+    clock.advance(3)  # 200 per minute: 10 more
+    assert (await lim.acquire(Tenant("t", tokens_per_minute=200), 11)).allowed

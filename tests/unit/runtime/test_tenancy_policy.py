@@ -70,8 +70,22 @@ def test_a_reload_changes_new_resolutions_but_not_answers_already_given() -> Non
 
 def test_model_budget_is_one_pseudo_tenant_per_service() -> None:
     budget = state().model_budget()
-    assert budget is not None and budget.name == "model:search/llama" and budget.tokens_per_minute == 20000
-    assert state(parse_policy("modelTokensPerMinute: 7")).model_budget().name == "model:model"
+    assert budget is not None and budget.tenant.name == "model:search/llama" and budget.tenant.tokens_per_minute == 20000
+    unnamed = state(parse_policy("modelTokensPerMinute: 7")).model_budget()
+    assert unnamed is not None and unnamed.tenant.name == "model:model"
+
+
+def test_without_redis_each_replica_enforces_its_share_of_the_model_budget_and_a_reload_changes_it() -> None:
+    three = parse_policy("service: search/llama\nmodelTokensPerMinute: 20000\nreplicas: 3\n")
+    alone = TenancyState(TenantRegistry.from_yaml(TENANTS), three)
+    budget = alone.model_budget()
+    assert budget is not None and (budget.tenant.tokens_per_minute, budget.total, budget.replicas) == (6667, 20000, 3)
+    alone.set_policy(parse_policy("service: search/llama\nmodelTokensPerMinute: 20000\nreplicas: 4\n"))  # scaled up
+    scaled = alone.model_budget()
+    assert scaled is not None and scaled.tenant.tokens_per_minute == 5000
+    shared = TenancyState(TenantRegistry.from_yaml(TENANTS), three, shared_limiter=True)
+    budget = shared.model_budget()
+    assert budget is not None and (budget.tenant.tokens_per_minute, budget.replicas) == (20000, 1), "Redis: one budget"
 
 
 def test_policy_file_absent_is_no_policy_and_broken_raises(tmp_path: Path) -> None:

@@ -58,6 +58,25 @@ def autoscaling_bounds(spec: InferenceServiceSpec, observed: Observed) -> tuple[
     return low, high
 
 
+def fixed_replicas(spec: InferenceServiceSpec, observed: Observed) -> int | None:
+    """The Deployment's ``spec.replicas`` as rendered: what the quotas admit (0 when refused), else the spec's;
+    None when an autoscaler owns it (the field is then left out)."""
+    if observed.quota is not None and (spec.autoscaling is None or observed.quota_refused):
+        return observed.quota.replicas  # what the quotas admit (never below what runs)
+    if spec.autoscaling is None:
+        return 1 if spec.replicas is None else spec.replicas
+    return None
+
+
+def serving_replicas(spec: InferenceServiceSpec, observed: Observed) -> int:
+    """Replicas the Deployment is set to run, at least 1: as rendered, or (autoscaled) what the live Deployment
+    says now (an HPA or KEDA changes it; 1, Kubernetes' default, before there is one)."""
+    fixed = fixed_replicas(spec, observed)
+    if fixed is None:
+        fixed = observed.deployment_replicas if observed.deployment_replicas is not None else 1
+    return max(1, fixed)
+
+
 def object_meta(meta: ServiceMeta, name: str, component: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
     """metadata of a child."""
     return {"name": name, "namespace": meta.namespace, "labels": {**(extra_labels or {}), **names.labels(meta, component)}}

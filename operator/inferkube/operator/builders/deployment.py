@@ -10,7 +10,7 @@ from inferkube.api import contract
 from inferkube.api.spec import InferenceServiceSpec
 from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
-from inferkube.operator.builders.tenant_policy import policy_digest
+from inferkube.operator.builders.tenant_policy import policy_digest, service_policy
 from inferkube.operator.inputs import Observed, ServiceMeta
 from inferkube.operator.settings import OperatorSettings
 
@@ -245,13 +245,13 @@ def build_deployment(
             "spec": pod_spec,
         },
     }
-    if observed.quota is not None and (spec.autoscaling is None or observed.quota_refused):
-        deployment_spec["replicas"] = observed.quota.replicas  # what the quotas admit (never below what runs)
-    elif spec.autoscaling is None:
-        deployment_spec["replicas"] = 1 if spec.replicas is None else spec.replicas
+    replicas = common.fixed_replicas(spec, observed)
+    if replicas is not None:
+        deployment_spec["replicas"] = replicas
     annotations = {contract.ANNOTATION_CACHE_KEY: key}
-    if observed.quota is not None and observed.quota.policy is not None:
-        annotations[contract.ANNOTATION_TENANT_POLICY] = policy_digest(meta, observed.quota.policy)
+    tenant_policy = service_policy(spec, observed)
+    if tenant_policy is not None:
+        annotations[contract.ANNOTATION_TENANT_POLICY] = policy_digest(meta, tenant_policy)
     return {
         "apiVersion": kinds.DEPLOYMENT.api_version,
         "kind": kinds.DEPLOYMENT.kind,

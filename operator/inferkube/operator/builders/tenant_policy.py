@@ -3,6 +3,10 @@
 Mounted (optional) beside the tenants Secret; the runtime reloads it when the kubelet swaps it. The
 Deployment carries its digest (``contract.ANNOTATION_TENANT_POLICY``): the operator watches no ConfigMap
 but its settings, and reads from the watched Deployment what it last applied.
+
+With a model budget and the memory rate-limit backend the policy also names the replica count, so each
+replica enforces its share; an autoscaler's scale event then changes the policy (one ConfigMap and one
+Deployment-annotation write per event). Otherwise the replica count is left out and scaling writes nothing.
 """
 
 from __future__ import annotations
@@ -11,10 +15,20 @@ import hashlib
 from typing import Any
 
 from inferkube.api import contract
+from inferkube.api.spec import InferenceServiceSpec
 from inferkube.api.tenantpolicy import TenantPolicy, render_policy
 from inferkube.operator import kinds, names
 from inferkube.operator.builders import common
-from inferkube.operator.inputs import ServiceMeta
+from inferkube.operator.inputs import Observed, ServiceMeta
+
+
+def service_policy(spec: InferenceServiceSpec, observed: Observed) -> TenantPolicy | None:
+    """The policy this service's runtimes get (None: no quota pushes one): the quotas' merged policy and, when
+    its model budget is split between replicas that do not share a limiter (memory backend), their count."""
+    policy = observed.quota.policy if observed.quota is not None else None
+    if policy is None or policy.model_tokens_per_minute is None or spec.api.rate_limit_backend != "memory":
+        return policy
+    return policy.model_copy(update={"replicas": common.serving_replicas(spec, observed)})
 
 
 def policy_text(meta: ServiceMeta, policy: TenantPolicy) -> str:

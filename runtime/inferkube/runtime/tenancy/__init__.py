@@ -4,6 +4,7 @@
 registry = TenantRegistry.from_file(path)            # or TenantRegistry.empty()
 tenant = registry.authenticate(request.headers.get("authorization"))
 limiter = build_rate_limiter("memory", None, fail_open=True, default_rpm=None, default_tpm=None)
+ahead = await limiter.precheck(tenant, budget, 1)   # before the body: .tenant and .budget decisions, nothing taken
 decision = await limiter.acquire(tenant, estimated_tokens)
 ...
 await limiter.complete(tenant, estimated_tokens, actual_tokens, decision.ticket)   # once per allowed acquire
@@ -22,6 +23,7 @@ from inferkube.runtime.tenancy.decision import (
     REASON_TOKENS,
     REASONS,
     EffectiveLimits,
+    Precheck,
     RateLimitDecision,
     RateLimiter,
     Ticket,
@@ -52,6 +54,7 @@ __all__ = [
     "REASON_TOKENS",
     "EffectiveLimits",
     "MemoryRateLimiter",
+    "Precheck",
     "RateLimitDecision",
     "RateLimiter",
     "Tenant",

@@ -51,6 +51,14 @@ class RateLimitDecision:
 
 
 @dataclass(frozen=True, slots=True)
+class Precheck:
+    """The answer to `precheck`: the tenant's own limits and, when asked, the model budget's, from one look."""
+
+    tenant: RateLimitDecision
+    budget: RateLimitDecision | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EffectiveLimits:
     """A tenant's limits after falling back to the server defaults; None = unlimited."""
 
@@ -153,9 +161,11 @@ class RateLimiter(Protocol):
         """Take one request, `estimated_tokens` tokens and a concurrency slot, or say why not."""
         ...
 
-    async def precheck(self, tenant: Tenant) -> RateLimitDecision:
-        """What `acquire` would answer now for a request of no tokens, taking nothing: a refusal here
-        (request bucket empty, token debt, every slot taken) refuses any request of the tenant."""
+    async def precheck(self, tenant: Tenant, budget: Tenant | None = None, budget_tokens: int = 0) -> Precheck:
+        """What `acquire` would answer now, taking nothing, for a request of no tokens of `tenant` and (when
+        given) of `budget_tokens` of the model budget `budget`, both in one look: a refusal here (request
+        bucket empty, token debt, every slot taken; a budget with fewer than `budget_tokens` left) refuses
+        any request of the tenant."""
         ...
 
     async def complete(self, tenant: Tenant, estimated_tokens: int, actual_tokens: int,

@@ -14,6 +14,7 @@ from inferkube.runtime.tenancy.decision import (
     REASON_REQUESTS,
     REASON_TOKENS,
     EffectiveLimits,
+    Precheck,
     RateLimitDecision,
     Ticket,
     budget_exceeded,
@@ -107,9 +108,16 @@ class MemoryRateLimiter:
     def _bucket(self, current: TokenBucket | None, capacity: int | None, now: float) -> TokenBucket | None:
         if capacity is None:
             return None
-        if current is None or current.capacity != capacity:
+        if current is None:
             return TokenBucket(capacity, self._window, now)
         current.refill(now)
+        if current.capacity != capacity:
+            # A reloaded limit (or a new replica share of the model budget) keeps what is spent: a lower
+            # one caps the level, a higher one refills from there, as the Redis script does. A fresh full
+            # bucket would hand out a whole extra minute at every reload or scale event.
+            bucket = TokenBucket(capacity, self._window, now)
+            bucket.level = max(-float(capacity), min(float(capacity), current.level))
+            return bucket
         return current
 
     def _state(self, tenant: Tenant, limits: EffectiveLimits, now: float) -> _TenantState:
@@ -135,50 +143,53 @@ class MemoryRateLimiter:
         """Take one request, `estimated_tokens` tokens and a concurrency slot, or say why not."""
         return self.acquire_now(tenant, estimated_tokens)
 
-    async def precheck(self, tenant: Tenant) -> RateLimitDecision:
-        """What `acquire` would answer now for a request of no tokens, taking nothing."""
-        return self.acquire_now(tenant, 0, take=False)
+    async def precheck(self, tenant: Tenant, budget: Tenant | None = None, budget_tokens: int = 0) -> Precheck:
+        """What `acquire` would answer now for a request of no tokens of `tenant` and `budget_tokens` of the
+        model budget `budget`, taking nothing (both under one hold of the lock)."""
+        with self._lock:
+            shared = self._decide(budget, max(0, int(budget_tokens)), take=False) if budget is not None else None
+            return Precheck(self._decide(tenant, 0, take=False), shared)
 
     def acquire_now(self, tenant: Tenant, estimated_tokens: int, take: bool = True) -> RateLimitDecision:
         """Synchronous `acquire` (the memory backend never waits); `take=False` only asks."""
-        cost = max(0, int(estimated_tokens))
+        with self._lock:
+            return self._decide(tenant, max(0, int(estimated_tokens)), take)
+
+    def _decide(self, tenant: Tenant, cost: int, take: bool) -> RateLimitDecision:
+        """The decision for `cost` tokens of `tenant` (taken when allowed and `take`); the caller holds the lock."""
         limits = self.limits_for(tenant)
         if limits.unlimited:
-            if not take:
-                return RateLimitDecision(allowed=True)
-            with self._lock:
+            if take:
                 self._states.setdefault(tenant.name, _TenantState()).in_flight += 1
             return RateLimitDecision(allowed=True)
-        with self._lock:
-            state = self._state(tenant, limits, self._clock())
-            req, tok = state.requests, state.tokens
-            if tok is not None and cost > tok.capacity:
-                return budget_exceeded(tenant, cost, tok.capacity, self._headers(limits, state))
-            reason, retry_after = REASON_OK, 0.0
-            if req is not None and req.level < 1 - _EPSILON:
-                reason, retry_after = REASON_REQUESTS, req.wait_for(1)
-            if tok is not None and tok.level < cost - _EPSILON:
-                reason = reason if reason != REASON_OK else REASON_TOKENS
-                retry_after = max(retry_after, tok.wait_for(cost))
-            if reason == REASON_OK and limits.max_concurrent is not None:
-                if state.in_flight >= limits.max_concurrent:
-                    reason, retry_after = REASON_CONCURRENCY, CONCURRENCY_RETRY_AFTER
-            if reason != REASON_OK:
-                return RateLimitDecision(
-                    allowed=False,
-                    reason=reason,
-                    retry_after=retry_after,
-                    headers=self._headers(limits, state),
-                    message=rejection_message(tenant, reason, retry_after),
-                )
-            if not take:
-                return RateLimitDecision(allowed=True, headers=self._headers(limits, state))
+        state = self._state(tenant, limits, self._clock())
+        req, tok = state.requests, state.tokens
+        if tok is not None and cost > tok.capacity:
+            return budget_exceeded(tenant, cost, tok.capacity, self._headers(limits, state))
+        reason, retry_after = REASON_OK, 0.0
+        if req is not None and req.level < 1 - _EPSILON:
+            reason, retry_after = REASON_REQUESTS, req.wait_for(1)
+        if tok is not None and tok.level < cost - _EPSILON:
+            reason = reason if reason != REASON_OK else REASON_TOKENS
+            retry_after = max(retry_after, tok.wait_for(cost))
+        if reason == REASON_OK and limits.max_concurrent is not None:
+            if state.in_flight >= limits.max_concurrent:
+                reason, retry_after = REASON_CONCURRENCY, CONCURRENCY_RETRY_AFTER
+        if reason != REASON_OK:
+            return RateLimitDecision(
+                allowed=False,
+                reason=reason,
+                retry_after=retry_after,
+                headers=self._headers(limits, state),
+                message=rejection_message(tenant, reason, retry_after),
+            )
+        if take:
             if req is not None:
                 req.adjust(-1)
             if tok is not None:
                 tok.adjust(-cost)
             state.in_flight += 1
-            return RateLimitDecision(allowed=True, headers=self._headers(limits, state))
+        return RateLimitDecision(allowed=True, headers=self._headers(limits, state))
 
     async def complete(self, tenant: Tenant, estimated_tokens: int, actual_tokens: int,
                        ticket: Ticket | None = None) -> None:

@@ -5,6 +5,8 @@
 priorities, a model-wide token budget), and resolves each tenant to its effective limits, priority and
 weight (``inferkube.api.tenantpolicy.effective_tenant``). A reload swaps one reference; a request that
 already resolved its tenant keeps that immutable answer, so in-flight requests are never affected.
+The model budget is one pseudo-tenant: the whole budget when the limiter is shared (Redis), else this
+replica's share of it (``model_budget_share``: the policy names the replica count).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from inferkube.api.quota import TenantLimits
-from inferkube.api.tenantpolicy import TenantPolicy, effective_tenant, parse_policy
+from inferkube.api.tenantpolicy import TenantPolicy, effective_tenant, model_budget_share, parse_policy
 from inferkube.runtime.tenancy.tenants import Tenant, TenantRegistry
 
 MODEL_BUDGET_PREFIX = "model:"  # tenant names cannot contain ':', so a model budget never collides with one
@@ -26,6 +28,22 @@ class ResolvedTenant:
     tenant: Tenant
     priority: int
     weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelBudget:
+    """The model-wide token budget as this replica enforces it: a pseudo-tenant in the limiter whose
+    `tokens_per_minute` is the whole budget (`total`) or, when `replicas` share it without Redis, this
+    replica's share."""
+
+    tenant: Tenant
+    total: int
+    replicas: int = 1
+
+    @property
+    def per_replica(self) -> int:
+        """Tokens per minute this replica lets through."""
+        return self.tenant.tokens_per_minute or self.total
 
 
 def load_policy_file(path: Path) -> TenantPolicy | None:
@@ -41,12 +59,14 @@ class TenancyState:
     """The current registry and policy, and each tenant's effective limits under them."""
 
     def __init__(self, registry: TenantRegistry, policy: TenantPolicy | None = None,
-                 server_defaults: TenantLimits | None = None, model_name: str = "model") -> None:
+                 server_defaults: TenantLimits | None = None, model_name: str = "model", *,
+                 shared_limiter: bool = False) -> None:
         self._registry = registry
-        self._policy = policy
         self._defaults = server_defaults or TenantLimits()
         self._model_name = model_name
+        self._shared = shared_limiter  # every replica draws from one limiter (Redis): no share to split
         self._resolved: dict[str, ResolvedTenant] = {}
+        self.set_policy(policy)
 
     @property
     def registry(self) -> TenantRegistry:
@@ -65,6 +85,7 @@ class TenancyState:
     def set_policy(self, policy: TenantPolicy | None) -> None:
         """Swap in a reloaded policy."""
         self._policy, self._resolved = policy, {}
+        self._budget = self._model_budget(policy)
 
     def resolve(self, tenant: Tenant) -> ResolvedTenant:
         """The tenant with its effective limits (override, own, quota default, server default; ceiling caps)."""
@@ -80,10 +101,14 @@ class TenancyState:
         self._resolved[tenant.name] = resolved
         return resolved
 
-    def model_budget(self) -> Tenant | None:
-        """The pseudo-tenant holding the model-wide token budget (shared by every replica through Redis)."""
-        policy = self._policy
+    def model_budget(self) -> ModelBudget | None:
+        """The model-wide token budget in force (None: the policy sets none)."""
+        return self._budget
+
+    def _model_budget(self, policy: TenantPolicy | None) -> ModelBudget | None:
+        """The budget's pseudo-tenant: shared by every replica through Redis, else this replica's share."""
         if policy is None or policy.model_tokens_per_minute is None:
             return None
-        return Tenant(name=MODEL_BUDGET_PREFIX + (policy.service or self._model_name),
-                      tokens_per_minute=policy.model_tokens_per_minute)
+        share = model_budget_share(policy, self._shared)
+        tenant = Tenant(name=MODEL_BUDGET_PREFIX + (policy.service or self._model_name), tokens_per_minute=share)
+        return ModelBudget(tenant, policy.model_tokens_per_minute, 1 if self._shared else (policy.replicas or 1))

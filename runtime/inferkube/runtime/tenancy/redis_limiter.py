@@ -25,6 +25,7 @@ from inferkube.runtime.tenancy.decision import (
     REASON_REQUESTS,
     REASON_TOKENS,
     EffectiveLimits,
+    Precheck,
     RateLimitDecision,
     Ticket,
     budget_exceeded,
@@ -238,19 +239,31 @@ class RedisRateLimiter:
             )
         return self._decision(tenant, limits, reply, cost, lease)
 
-    async def precheck(self, tenant: Tenant) -> RateLimitDecision:
-        """What `acquire` would answer now for a request of no tokens, taking nothing (one read-only script
-        call). A backend failure says "allowed": the `acquire` that follows applies fail open/closed."""
+    async def precheck(self, tenant: Tenant, budget: Tenant | None = None, budget_tokens: int = 0) -> Precheck:
+        """What `acquire` would answer now for a request of no tokens of `tenant` and `budget_tokens` of the model
+        budget `budget`, taking nothing: one read-only script call for both. A backend failure says "allowed":
+        the `acquire` that follows applies fail open/closed."""
         limits = self.limits_for(tenant)
-        if limits.unlimited:
-            return RateLimitDecision(allowed=True)
-        args: list[Any] = ["acquire", limits.requests_per_minute or 0, limits.tokens_per_minute or 0,
-                           limits.max_concurrent or 0, 0, self._window_ms, "", self._lease_ttl_ms, "peek"]
+        budget_tpm = (budget.tokens_per_minute or 0) if budget is not None else 0
+        allowed = RateLimitDecision(allowed=True)
+        unasked = None if budget is None else allowed  # no budget, or one without a token limit
+        if limits.unlimited and not budget_tpm:
+            return Precheck(allowed, unasked)
+        keys = tenant_keys(tenant.name, self._prefix)
+        args: list[Any] = ["precheck", limits.requests_per_minute or 0, limits.tokens_per_minute or 0,
+                           limits.max_concurrent or 0, self._window_ms]
+        if budget is not None and budget_tpm:
+            keys.append(tenant_keys(budget.name, self._prefix)[1])
+            args += [budget_tpm, max(0, int(budget_tokens))]
         try:
-            reply = await self._call(self._script(keys=tenant_keys(tenant.name, self._prefix), args=args))
+            reply = await self._call(self._script(keys=keys, args=args))
         except _BACKEND_ERRORS:
-            return RateLimitDecision(allowed=True)
-        return self._decision(tenant, limits, reply, 0, None)
+            return Precheck(allowed, unasked)
+        own = self._decision(tenant, limits, reply[:7], 0, None)
+        if budget is None or not budget_tpm:
+            return Precheck(own, unasked)
+        budget_limits = EffectiveLimits(None, budget_tpm, None)
+        return Precheck(own, self._decision(budget, budget_limits, reply[7:14], max(0, int(budget_tokens)), None))
 
     def _decision(self, tenant: Tenant, limits: EffectiveLimits, reply: Any, cost: int,
                   lease: str | None) -> RateLimitDecision:
