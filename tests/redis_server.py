@@ -67,7 +67,7 @@ class RedisServer:
                 try:
                     if client.ping():
                         return self
-                except redis.ConnectionError:
+                except redis.RedisError:  # not accepting yet (refused, or a PING timed out)
                     if time.monotonic() > deadline or self.proc.poll() is not None:
                         self.stop()
                         raise RuntimeError("redis-server did not start") from None

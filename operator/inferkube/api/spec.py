@@ -124,7 +124,8 @@ class RuntimeSpec(ApiModel):
     max_num_seqs: int | None = Field(
         default=None, ge=1, description=(
             "Maximum sequences the engine schedules at once. Default: vLLM's, raised to at least "
-            "api.maxInFlight plus 1/8 so a high-priority request always finds a batch slot.")
+            "api.maxInFlight plus 1/8 (the runtime runs with priority scheduling) so a high-priority request "
+            "always finds a batch slot.")
     )
     engine_args: list[str] = Field(
         default_factory=list,
@@ -139,13 +140,6 @@ class RuntimeSpec(ApiModel):
         description="Extra environment variables (core/v1 EnvVar) for the runtime container.",
     )
 
-    @field_validator("engine_args")
-    @classmethod
-    def _engine_stats_stay_on(cls, value: list[str]) -> list[str]:
-        if "--disable-log-stats" in value:  # the runtime would refuse to start (exit 2): say it here instead
-            raise ValueError("'--disable-log-stats' is not allowed: the runtime counts each request's tokens "
-                             "from vLLM's request statistics")
-        return value
     env_from: list[KubeObject] = Field(
         default_factory=list,
         description="Extra environment sources (core/v1 EnvFromSource) for the runtime container.",
@@ -163,6 +157,15 @@ class RuntimeSpec(ApiModel):
             "to this long. terminationGracePeriodSeconds is derived from it. Default: 120."
         ),
     )
+
+    @field_validator("engine_args")
+    @classmethod
+    def _engine_stats_stay_on(cls, value: list[str]) -> list[str]:
+        # The runtime would refuse to start (exit 2): say it here instead (vLLM also reads '_' for '-').
+        if any(a.split("=", 1)[0].replace("_", "-") == "--disable-log-stats" for a in value):
+            raise ValueError("'--disable-log-stats' is not allowed: the runtime counts each request's tokens "
+                             "from vLLM's request statistics")
+        return value
 
 
 class ResourcesSpec(ApiModel):

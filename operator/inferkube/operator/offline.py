@@ -47,7 +47,10 @@ def offline_facts(services: Sequence[dict[str, Any]], namespace_labels: Mapping[
     every one that has one, in input order (the operator sorts an unknown age last, too)."""
     out = []
     for index, body in enumerate(services):
-        facts = service_facts(body, namespace_labels.get(body["metadata"]["namespace"]), running=0)
+        namespace = body["metadata"]["namespace"]
+        # The API server labels every namespace with its own name; a quota may select by that label alone.
+        labels = {**namespace_labels.get(namespace, {}), "kubernetes.io/metadata.name": namespace}
+        facts = service_facts(body, labels, running=0)
         if facts is None:
             continue  # its spec does not parse: no quota decides it (as in the operator); its render says why
         if not body["metadata"].get("creationTimestamp"):

@@ -32,102 +32,60 @@ ServingResult = Any
 
 
 @dataclass(slots=True)
-class _GeneratorCounts:
-    """What one reported generator (one prompt of a request) has produced so far (see `record_output`)."""
+class EngineRequestStats:
+    """What the tracker reads of one engine request: vLLM's `RequestStateStats` has these fields and vLLM's
+    output processor keeps them up to date as outputs arrive (an engine double fills them itself)."""
 
-    prompt_tokens: int = 0
-    per_index: dict[int, int] = field(default_factory=dict)  # cumulative outputs only
-    finished: bool = False
+    num_generation_tokens: int = 0
+    arrival_time: float = field(default_factory=time.time)  # wall clock
+    first_token_latency: float = 0.0  # seconds from arrival to the first token; 0 before it
 
 
 @dataclass(slots=True)
 class RequestTracker:
-    """Token counts and timings of one HTTP request's engine work, summed over all its engine requests.
+    """Token counts and time to first token of one HTTP request's engine work, over all its engine requests.
 
-    Two ways in, both once per engine request rather than once per output: vLLM's engine requests are
-    attached by `attach` when vLLM adds them (their live per-request stats: prompt length, generated
-    tokens, first-token latency; read only when asked), and an engine without such stats reports its
-    outputs with `record_output` (one counter per generator: a request may carry several prompts,
-    each numbering its outputs from 0). Streams report deltas; a non-streaming answer reports
-    cumulative outputs, usually once at the end.
+    The engine attaches each engine request once, when it adds it (a request may carry several prompts,
+    and `n` choices of one prompt are `n` engine requests sharing that prompt): its prompt tokens and its
+    live statistics. Nothing runs per output; the counts are read when asked (at the end of the request,
+    also when the client left mid-stream: then they are the tokens generated until the abort).
     """
 
     started: float = field(default_factory=time.perf_counter)
-    started_wall: float = field(default_factory=time.time)  # vLLM's request stats use wall-clock arrival times
-    finished_at: float | None = None  # when the last recorded output came (unset: the answer's end is used)
-    finished: bool = False  # every recorded generator has finished
+    started_wall: float = field(default_factory=time.time)  # engine statistics use wall-clock arrival times
     client_gone: bool = False
-    _prompt: int = 0
-    _completion: int = 0
-    _first: float | None = None
-    _generators: list[_GeneratorCounts] = field(default_factory=list)
-    _unfinished: int = 0
-    _engine_requests: list[Any] = field(default_factory=list)  # vLLM RequestState objects
+    _prompts: int = 0
+    _stats: list[Any] = field(default_factory=list)  # EngineRequestStats or vLLM's RequestStateStats
 
-    def attach(self, engine_request: Any) -> None:
-        """Count one vLLM engine request (its `RequestState`: `prompt_len`, `parent_req`, `request_index`
-        and `stats`, which vLLM keeps up to date as outputs arrive)."""
-        self._engine_requests.append(engine_request)
+    def attach(self, prompt_tokens: int, stats: Any) -> None:
+        """Count one engine request: `prompt_tokens` it adds to the request (0 for the second and later
+        choices of a prompt) and its statistics object, read later."""
+        self._prompts += prompt_tokens
+        self._stats.append(stats)
 
     @property
     def prompt_tokens(self) -> int:
-        """Prompt tokens: each prompt once (the `n` children of one prompt share it)."""
-        return self._prompt + sum(r.prompt_len for r in self._engine_requests
-                                  if r.parent_req is None or r.request_index == 0)
+        """Prompt tokens, each prompt once."""
+        return self._prompts
 
     @property
     def completion_tokens(self) -> int:
         """Generated tokens so far, over all prompts and choices."""
-        return self._completion + sum(r.stats.num_generation_tokens for r in self._engine_requests)
+        return sum(s.num_generation_tokens for s in self._stats)
 
     @property
     def first_token_at(self) -> float | None:
         """perf_counter time of the request's first generated token, None before it."""
-        first = self._first
-        for r in self._engine_requests:
-            latency = r.stats.first_token_latency
-            if latency > 0:  # seconds from vLLM's (wall-clock) arrival time; 0 until the first token
-                at = self.started + (r.stats.arrival_time + latency - self.started_wall)
+        first: float | None = None
+        for s in self._stats:
+            if s.first_token_latency > 0:
+                at = self.started + (s.arrival_time + s.first_token_latency - self.started_wall)
                 first = at if first is None else min(first, at)
         return first
 
     def token_counts(self) -> tuple[int, int]:
         """(prompt tokens, completion tokens) the engine has reported so far."""
         return self.prompt_tokens, self.completion_tokens
-
-    def new_generator(self) -> int:
-        """A fresh id for one more reported generator of this request."""
-        self._generators.append(_GeneratorCounts())
-        self._unfinished += 1
-        return len(self._generators) - 1
-
-    def record_output(self, output: Any, delta: bool, generator: int = 0) -> None:
-        """Record one engine output (a vLLM RequestOutput or anything with the same fields)."""
-        while generator >= len(self._generators):
-            self.new_generator()
-        counts = self._generators[generator]
-        if not counts.prompt_tokens:
-            prompt_ids = output.prompt_token_ids
-            if prompt_ids:
-                counts.prompt_tokens = len(prompt_ids)
-                self._prompt += counts.prompt_tokens
-        new = 0
-        for completion in output.outputs or ():
-            n = len(completion.token_ids or ())
-            if delta:
-                new += n
-            else:
-                new += n - counts.per_index.get(completion.index, 0)
-                counts.per_index[completion.index] = n
-        self._completion += new
-        if self._first is None and self._completion:
-            self._first = time.perf_counter()
-        if output.finished and not counts.finished:
-            counts.finished = True
-            self._unfinished -= 1
-            if self._unfinished == 0:
-                self.finished = True
-                self.finished_at = time.perf_counter()
 
 
 # The tracker of the serving call running in this task. vLLM adds its engine requests deep inside its
@@ -184,21 +142,24 @@ class Engine(Protocol):
 
 
 def attach_engine_requests(llm: Any) -> None:
-    """Hand each request vLLM adds (`AsyncLLM._add_request`, once per prompt and choice) to the tracker of the
-    serving call adding it. Nothing of ours runs per output: the counts are read from vLLM's own per-request
-    stats when the request ends (they need vLLM's stats on: `RuntimeSettings` refuses --disable-log-stats)."""
-    add = llm._add_request
+    """Hand every engine request vLLM registers (`OutputProcessor.add_request`: each prompt, and each child of
+    an `n > 1` fan-out) to the tracker of the serving call adding it, with its prompt tokens (a prompt once:
+    only a request without a parent, or a fan-out's first child, counts it) and vLLM's live statistics.
+    Nothing of ours runs per output. Needs vLLM's statistics on (`engine_cli` refuses them off)."""
+    processor = llm.output_processor
+    add = processor.add_request
 
-    async def add_request(request: Any, *args: Any, **kwargs: Any) -> Any:
-        result = await add(request, *args, **kwargs)
+    def add_request(request: Any, prompt: Any, parent_req: Any = None, request_index: int = 0,
+                    queue: Any = None) -> None:
+        known = request.request_id in processor.request_states  # a streaming-input update, not a new request
+        add(request, prompt, parent_req, request_index, queue)
         tracker = _SERVING_TRACKER.get()
-        if tracker is not None:
-            state = llm.output_processor.request_states.get(request.request_id)
-            if state is not None:
-                tracker.attach(state)
-        return result
+        state = None if known or tracker is None else processor.request_states.get(request.request_id)
+        if tracker is not None and state is not None:
+            shared = parent_req is not None and request_index > 0
+            tracker.attach(0 if shared else state.prompt_len, state.stats)
 
-    llm._add_request = add_request
+    processor.add_request = add_request
 
 
 def vllm_cli_args(settings: RuntimeSettings, model_path: str) -> list[str]:
@@ -219,21 +180,37 @@ def vllm_cli_args(settings: RuntimeSettings, model_path: str) -> list[str]:
     return argv + list(settings.engine_args)
 
 
-def engine_batch_floor(settings: RuntimeSettings) -> int | None:
-    """The smallest engine batch (vLLM `max_num_seqs`) priority scheduling needs when none is set: every admitted
-    sequence plus the priority headroom. vLLM preempts for a more important request only when KV-cache blocks
-    run out, not when its batch is full, so with a smaller batch a request that jumped our queue would still
-    wait for a running sequence to finish. vLLM's own default stays when it is larger (e.g. 1024 on an H100);
-    a batch set explicitly (flag or raw engine argument) is kept, with a warning when it is too small."""
+def engine_cli(settings: RuntimeSettings, model_path: str) -> Any:
+    """vLLM's own argument parser over our settings and the raw engine arguments (every spelling and `--config`
+    file vLLM's server accepts), refusing what the runtime cannot serve with: vLLM's statistics turned off
+    (the token accounting reads them). Raises ValueError with the reason."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    args = make_arg_parser(FlexibleArgumentParser(prog="inferkube-runtime")).parse_args(
+        vllm_cli_args(settings, model_path))
+    if args.disable_log_stats:
+        raise ValueError("the engine arguments turn off vLLM's statistics (--disable-log-stats): the runtime counts "
+                         "each request's tokens from them (docs/runtime.md)")
+    return args
+
+
+def engine_batch_floor(settings: RuntimeSettings, configured: int | None) -> int | None:
+    """The engine batch (vLLM `max_num_seqs`) to raise vLLM's default to, None to leave it. `configured` is the
+    batch the parsed engine arguments set (None: vLLM's default). Priority scheduling needs every admitted
+    sequence plus the priority headroom in the batch: vLLM preempts for a more important request only when
+    KV-cache blocks run out, not when its batch is full, so with a smaller batch a request that jumped our
+    queue would still wait for a running sequence to finish. vLLM's default stays when it is larger (e.g.
+    1024 on an H100); a batch set explicitly is kept, with a warning when it is too small."""
     if settings.scheduling_policy != "priority":
         return None
     needed = engine_batch_for(settings.max_in_flight)
-    if settings.max_num_seqs is not None:
-        if settings.max_num_seqs < needed:
-            log.warning("--max-num-seqs %d is below --max-in-flight %d plus the priority headroom (%d): important "
-                        "requests may wait for a batch slot", settings.max_num_seqs, settings.max_in_flight, needed)
-        return None
-    return None if "--max-num-seqs" in settings.engine_args else needed
+    if configured is None:
+        return needed
+    if configured < needed:
+        log.warning("the engine batch (max_num_seqs %d) is below --max-in-flight %d plus the priority headroom "
+                    "(%d): important requests may wait for a batch slot", configured, settings.max_in_flight, needed)
+    return None
 
 
 def error_from_exception(exc: Exception) -> Any:
@@ -291,21 +268,19 @@ class VLLMEngine:
         from starlette.datastructures import State
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
-        from vllm.entrypoints.launchers.cli_args import make_arg_parser
         from vllm.usage.usage_lib import UsageContext
-        from vllm.utils.argparse_utils import FlexibleArgumentParser
         from vllm.v1.engine.async_llm import AsyncLLM
 
         def build() -> tuple[Any, Any]:
             # Blocking (model build, engine process start-up): runs in a thread so /health answers meanwhile.
             model_path = resolve_model(self.settings.model)
-            parser = make_arg_parser(FlexibleArgumentParser(prog="inferkube-runtime"))
-            args = parser.parse_args(vllm_cli_args(self.settings, model_path))
+            args = engine_cli(self.settings, model_path)
+            floor = engine_batch_floor(self.settings, args.max_num_seqs)
             engine_args = AsyncEngineArgs.from_cli_args(args)
             vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
-            floor = engine_batch_floor(self.settings)
             if floor is not None and vllm_config.scheduler_config.max_num_seqs < floor:
-                engine_args.max_num_seqs = floor  # vLLM's default batch is too small for priority scheduling
+                args.max_num_seqs = floor  # vLLM's default batch is too small for priority scheduling
+                engine_args = AsyncEngineArgs.from_cli_args(args)
                 vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
             llm = AsyncLLM.from_vllm_config(
                 vllm_config=vllm_config, usage_context=UsageContext.OPENAI_API_SERVER,
@@ -317,7 +292,7 @@ class VLLMEngine:
             return args, llm
 
         args, self._llm = await asyncio.to_thread(build)
-        attach_engine_requests(self._llm)  # needs vLLM's request stats: settings refuse --disable-log-stats
+        attach_engine_requests(self._llm)  # needs vLLM's request statistics: `engine_cli` refuses them off
         supported = await self._llm.get_supported_tasks()
         self._state = State()
         await init_app_state(self._llm, self._state, args, supported)

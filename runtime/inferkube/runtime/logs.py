@@ -62,7 +62,7 @@ def log_request(model: str, ctx: RequestContext, status: str, reason: str | None
     if not _request_log.isEnabledFor(logging.INFO):
         return
     tracker = ctx.tracker
-    end = tracker.finished_at or time.perf_counter()
+    end = time.perf_counter()
     ttft = None if tracker.first_token_at is None else round((tracker.first_token_at - tracker.started) * 1000, 1)
     fields = {"request_id": ctx.request_id, "tenant": ctx.tenant_label, "model": model,
               "status": int(status), "prompt_tokens": tracker.prompt_tokens,

@@ -179,7 +179,7 @@ class RuntimeMetrics:
     def observe_finished(self, model: str, ctx: RequestContext, status: str, disconnected: bool) -> None:
         """An admitted request has ended: its status, latencies and the tokens the engine counted."""
         t = ctx.tracker
-        end = t.finished_at or time.perf_counter()
+        end = time.perf_counter()  # the answer has been sent (streams: its last byte)
         self.count_answer(model, ctx.tenant_label, status)
         self._child(self.e2e, model).observe(end - t.started)
         # A non-streaming answer arrives all at once at the end: its TTFT/TPOT would be meaningless.

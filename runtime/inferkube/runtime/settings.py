@@ -81,13 +81,6 @@ class RuntimeSettings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes.")
 
     @model_validator(mode="after")
-    def _engine_stats_stay_on(self) -> RuntimeSettings:
-        if "--disable-log-stats" in self.engine_args:
-            raise ValueError("--disable-log-stats cannot be passed to the engine: the runtime counts each request's "
-                             "tokens from vLLM's request statistics (docs/runtime.md)")
-        return self
-
-    @model_validator(mode="after")
     def _redis_url_for_redis_backends(self) -> RuntimeSettings:
         if self.response_cache and self.response_cache_backend == "redis" and not self.redis_url:
             raise ValueError("--response-cache-backend redis needs --redis-url")

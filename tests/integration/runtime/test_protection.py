@@ -120,6 +120,43 @@ def test_metrics_move_with_traffic(runtime_server: RuntimeServer) -> None:
         assert name in text, name
 
 
+def _usage_of_stream(response: httpx.Response) -> dict:
+    """The `usage` of the last data event that has one (stream_options.include_usage)."""
+    import json
+
+    usage: dict = {}
+    for line in response.iter_lines():
+        if line.startswith("data: {") and '"usage"' in line:
+            usage = json.loads(line[6:]).get("usage") or usage
+    return usage
+
+
+@pytest.mark.parametrize("case", ["completion n=2", "completion stream n=2", "chat stream", "chat n=3"])
+def test_token_metrics_equal_the_usage_the_client_sees(runtime_server: RuntimeServer, case: str) -> None:
+    """Rate limits and metrics charge what vLLM reports as usage: choices (vLLM runs one engine request per
+    choice, sharing the prompt), streams and chat count in full."""
+    m = runtime_server.metric
+    names = ("inferkube_prompt_tokens_total", "inferkube_completion_tokens_total")
+    before = {name: m(name, tenant="main") for name in names}
+    chat = case.startswith("chat")
+    n = 3 if "n=3" in case else 2 if "n=2" in case else 1
+    body: dict = {"model": SERVED_NAME, "max_tokens": 6, "ignore_eos": True, "n": n, "temperature": 1.0}
+    body.update({"messages": [{"role": "user", "content": "count my tokens"}]} if chat else {"prompt": "count me"})
+    url = runtime_server.base_url + ("/v1/chat/completions" if chat else "/v1/completions")
+    if "stream" in case:
+        body.update(stream=True, stream_options={"include_usage": True})
+        with httpx.stream("POST", url, headers=AUTH, json=body, timeout=60) as r:
+            assert r.status_code == 200
+            usage = _usage_of_stream(r)
+    else:
+        r = httpx.post(url, headers=AUTH, json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        usage = r.json()["usage"]
+    assert usage["completion_tokens"] == 6 * n
+    assert m("inferkube_prompt_tokens_total", tenant="main") == before[names[0]] + usage["prompt_tokens"]
+    assert m("inferkube_completion_tokens_total", tenant="main") == before[names[1]] + usage["completion_tokens"]
+
+
 def test_kv_cache_gauge_mirrors_vllm_while_busy(runtime_server: RuntimeServer) -> None:
     with httpx.stream("POST", runtime_server.base_url + "/v1/completions", headers=AUTH,
                       json={**LONG, "stream": True}, timeout=30) as r:

@@ -105,7 +105,7 @@ def test_unknown_accelerator_profile_renders_a_clear_error(tmp_path: Path) -> No
 
 def test_engine_args_that_would_break_token_accounting_are_refused(tmp_path: Path) -> None:
     obj = yaml.safe_load((REPO / "manifests/examples/llama-8b-single-gpu.yaml").read_text())
-    obj["spec"].setdefault("runtime", {})["engineArgs"] = ["--enforce-eager", "--disable-log-stats"]
+    obj["spec"].setdefault("runtime", {})["engineArgs"] = ["--enforce-eager", "--disable_log_stats"]
     f = tmp_path / "nostats.yaml"
     f.write_text(yaml.safe_dump(obj))
     assert_clean_failure(run("validate", "-f", str(f)), ".spec.runtime.engineArgs", "'--disable-log-stats' is not allowed")

@@ -129,6 +129,14 @@ def test_oldest_first_by_creation_timestamp_else_file_order_and_namespace_labels
     assert unseen == ["InferenceQuota team: selects no InferenceService"], "an unknown namespace matches no namespaceSelector"
 
 
+def test_a_quota_selecting_by_the_namespace_name_label_works_without_namespace_objects(tmp_path: Path) -> None:
+    # The API server gives every namespace the label kubernetes.io/metadata.name=<name>.
+    quota = iquota("team", selector={"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NS}}}, gpus=1)
+    _, summary = render(write(tmp_path, "all.yaml", quota, isvc("a"), isvc("b")))
+    assert summary == ["InferenceQuota team: search/a admitted (1 replica, 1 GPU), "
+                       "search/b refused: needs 1 GPUs, 0 of 1 left under InferenceQuota team"]
+
+
 def test_an_invalid_quota_is_a_clear_error(tmp_path: Path) -> None:
     bad = iquota("broken", gpus=-1, selector={"serviceSelector": {"matchExpressions": [{"key": "tier", "operator": "In"}]}})
     bad["spec"]["limits"]["gpu"] = 4

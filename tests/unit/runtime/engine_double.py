@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncGenerator
-from types import SimpleNamespace
 from typing import Any
 
-from inferkube.runtime.engine import RequestTracker
+from inferkube.runtime.engine import EngineRequestStats, RequestTracker
 from inferkube.runtime.shape import TokenBounds
 
 
@@ -66,11 +66,20 @@ class EngineDouble:
     async def models(self) -> dict:
         return {"object": "list", "data": [{"id": self.model_name, "object": "model"}]}
 
-    def _record(self, tracker: RequestTracker | None, prompt_tokens: int, n_new: int, finished: bool) -> None:
+    @staticmethod
+    def _attach(tracker: RequestTracker | None, prompt_tokens: int) -> EngineRequestStats:
+        """Register one engine request with the tracker, as vLLM's output processor hook does."""
+        stats = EngineRequestStats()
         if tracker is not None:
-            out = SimpleNamespace(prompt_token_ids=list(range(prompt_tokens)), finished=finished,
-                                  outputs=[SimpleNamespace(index=0, token_ids=[1] * n_new)])
-            tracker.record_output(out, delta=True)
+            tracker.attach(prompt_tokens, stats)
+        return stats
+
+    @staticmethod
+    def _generated(stats: EngineRequestStats, n_new: int) -> None:
+        """What vLLM's output processor records for new tokens."""
+        if not stats.num_generation_tokens:
+            stats.first_token_latency = max(1e-6, time.time() - stats.arrival_time)
+        stats.num_generation_tokens += n_new
 
     async def _serve(self, request: Any, kind: str, tracker: RequestTracker) -> Any:
         self.calls += 1
@@ -82,16 +91,17 @@ class EngineDouble:
             raise
         if getattr(request, "stream", False):
             return self._stream(kind, tracker)
-        self._record(tracker, 2, self.tokens, True)
+        self._generated(self._attach(tracker, 2), self.tokens)
         return _Result({"id": "x", "object": kind, "model": self.model_name,
                         "choices": [{"index": 0, "text": "tok " * self.tokens}],
                         "usage": {"prompt_tokens": 2, "completion_tokens": self.tokens}})
 
     async def _stream(self, kind: str, tracker: RequestTracker | None) -> AsyncGenerator[str, None]:
         completed = False
+        stats = self._attach(tracker, 2)  # vLLM adds a stream's engine request when the stream starts
         try:
-            for i in range(self.tokens):
-                self._record(tracker, 2, 1, i == self.tokens - 1)
+            for _ in range(self.tokens):
+                self._generated(stats, 1)
                 self.streamed += 1
                 yield "data: " + json.dumps({"object": kind, "choices": [{"index": 0, "text": "tok"}]}) + "\n\n"
                 await asyncio.sleep(0)

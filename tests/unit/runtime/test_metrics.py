@@ -59,40 +59,41 @@ def test_backend_errors_follow_the_limiter_total() -> None:
 
 
 async def test_engine_requests_are_counted_in_full_from_vllms_own_stats() -> None:
-    """2 prompts of 10 and 20 tokens, the second with n=2 (vLLM: one child request per choice, the prompt
-    shared): 30 prompt tokens, every generated token counted, TTFT from the earliest first token; nothing is
-    read per output, and a request added outside a serving call is nobody's."""
+    """A completion with 2 prompts of 10 and 20 tokens, the second with n=2 (vLLM registers one child request
+    per choice, all sharing the prompt): 30 prompt tokens, every generated token, TTFT from the earliest first
+    token; nothing is read per output; a request registered outside a serving call is nobody's, and a
+    streaming-input update of a known request is not a new one."""
     import asyncio
     import time
     from types import SimpleNamespace
 
-    from inferkube.runtime.engine import RequestTracker, attach_engine_requests, observing
+    from inferkube.runtime.engine import EngineRequestStats, RequestTracker, attach_engine_requests, observing
 
-    def state(rid: str, prompt_len: int, parent: object = None, index: int = 0) -> SimpleNamespace:
-        stats = SimpleNamespace(num_generation_tokens=0, arrival_time=time.time(), first_token_latency=0.0)
-        return SimpleNamespace(request_id=rid, prompt_len=prompt_len, parent_req=parent, request_index=index,
-                               stats=stats)
+    states: dict[str, SimpleNamespace] = {}
+    registered: list[str] = []
 
+    def add_request(request: SimpleNamespace, prompt: object, parent_req: object = None, request_index: int = 0,
+                    queue: object = None) -> None:  # vLLM's OutputProcessor.add_request, reduced
+        registered.append(request.request_id)
+        states.setdefault(request.request_id, SimpleNamespace(prompt_len=request.prompt_len,
+                                                              stats=EngineRequestStats(arrival_time=time.time())))
+
+    processor = SimpleNamespace(add_request=add_request, request_states=states)
+    attach_engine_requests(SimpleNamespace(output_processor=processor))
     parent = object()
-    states = {"a": state("a", 10), "b0": state("b0", 20, parent, 0), "b1": state("b1", 20, parent, 1),
-              "stray": state("stray", 99)}
-    added: list[str] = []
 
-    async def _add_request(request: SimpleNamespace, prompt: object, parent_req: object, index: int,
-                           queue: object) -> None:
-        added.append(request.request_id)
+    async def engine_adds(rid: str, prompt_len: int, parent_req: object = None, index: int = 0) -> None:
+        processor.add_request(SimpleNamespace(request_id=rid, prompt_len=prompt_len), None, parent_req, index, None)
 
-    llm = SimpleNamespace(_add_request=_add_request, output_processor=SimpleNamespace(request_states=states))
-    attach_engine_requests(llm)
     tracker = RequestTracker()
     with observing(tracker):
-        # vLLM adds the requests of a stream from tasks started inside the serving call: they count too.
-        await asyncio.gather(*(asyncio.ensure_future(llm._add_request(SimpleNamespace(request_id=r), None, None, 0, None))
-                               for r in ("a", "b0", "b1")))
-    await llm._add_request(SimpleNamespace(request_id="stray"), None, None, 0, None)
-    assert added == ["a", "b0", "b1", "stray"]  # vLLM's own method still runs
+        # vLLM adds a stream's requests from tasks started inside the block: they count too.
+        await asyncio.gather(*(asyncio.ensure_future(engine_adds(*a))
+                               for a in (("a", 10), ("b0", 20, parent, 0), ("b1", 20, parent, 1))))
+        await engine_adds("a", 10)  # the same request again (streaming input): not counted twice
+    await engine_adds("stray", 99)
+    assert registered == ["a", "b0", "b1", "a", "stray"]  # vLLM's own method still runs every time
     assert tracker.token_counts() == (30, 0) and tracker.first_token_at is None
-    # vLLM's output processor updates its stats as outputs arrive; the tracker reads them when asked.
     states["a"].stats.num_generation_tokens = 16
     states["b0"].stats.num_generation_tokens = 7
     states["b1"].stats.num_generation_tokens = 9

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from inferkube.runtime.cli import main, parse_serve_args
-from inferkube.runtime.engine import engine_batch_floor, vllm_cli_args
+from inferkube.runtime.engine import engine_batch_floor, engine_cli, vllm_cli_args
 from inferkube.runtime.settings import RuntimeSettings
 
 
@@ -65,10 +70,41 @@ def test_invalid_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "max_in_flight" in capsys.readouterr().err
 
 
-def test_engine_statistics_cannot_be_turned_off(capsys: pytest.CaptureFixture[str]) -> None:
+def test_priority_scheduling_sizes_the_engine_batch_above_the_admission_bound(caplog: pytest.LogCaptureFixture) -> None:
+    # vLLM preempts for a more important request only when KV blocks run out, not at a full batch: the batch
+    # must hold every admitted sequence plus the headroom a request outranking all others may use.
+    prio = RuntimeSettings(model="m", scheduling_policy="priority", max_in_flight=32)
+    assert engine_batch_floor(prio, None) == 36  # 32 + 32 // 8 when nothing sets the batch
+    assert engine_batch_floor(RuntimeSettings(model="m", max_in_flight=32), None) is None  # fcfs: vLLM's default
+    with caplog.at_level("WARNING", logger="inferkube.runtime.engine"):
+        assert engine_batch_floor(prio, 16) is None  # a batch set explicitly is kept ...
+    assert "below --max-in-flight 32" in caplog.text  # ... and named when too small
+
+
+@pytest.mark.parametrize("raw", [["--max-num-seqs", "8"], ["--max-num-seqs=8"], ["--max_num_seqs", "8"]])
+def test_a_batch_set_in_raw_engine_arguments_counts_in_every_spelling(raw: list[str]) -> None:
+    args = engine_cli(RuntimeSettings(model="m", scheduling_policy="priority", engine_args=raw), "m")
+    assert args.max_num_seqs == 8
+    assert engine_batch_floor(RuntimeSettings(model="m", scheduling_policy="priority"), args.max_num_seqs) is None
+
+
+@pytest.mark.parametrize("raw", [["--disable-log-stats"], ["--disable_log_stats"], ["--config", "CONFIG"]])
+def test_engine_statistics_cannot_be_turned_off(raw: list[str], tmp_path: Path) -> None:
     # Token accounting (rate limits, metrics) reads vLLM's per-request statistics.
-    assert main(["serve", "--model", "m", "--", "--disable-log-stats"]) == 2
-    assert "--disable-log-stats cannot be passed" in capsys.readouterr().err
+    config = tmp_path / "engine.yaml"
+    config.write_text("disable-log-stats: true\n")
+    raw = [str(config) if a == "CONFIG" else a for a in raw]
+    with pytest.raises(ValueError, match="turn off vLLM's statistics"):
+        engine_cli(RuntimeSettings(model="m", engine_args=raw), "m")
+
+
+def test_the_server_refuses_to_start_without_engine_statistics() -> None:
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "inferkube.runtime.cli", "serve", "--model", "builtin:tiny",
+                             "--port", "0", "--", "--disable_log_stats"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2  # invalid settings, before the model loads or a port opens
+    assert "turn off vLLM's statistics" in result.stderr and "Traceback" not in result.stderr
+    assert time.monotonic() - started < 60
 
 
 def test_unknown_command_and_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,16 +123,3 @@ def test_download_delegates_to_the_downloader(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(download_cli, "main", lambda argv: seen.append(argv) or 0)
     assert main(["download", "--source", "x"]) == 0
     assert seen == [["--source", "x"]]
-
-
-def test_priority_scheduling_sizes_the_engine_batch_above_the_admission_bound(caplog: pytest.LogCaptureFixture) -> None:
-    # vLLM preempts for a more important request only when KV blocks run out, not at a full batch: the batch
-    # must hold every admitted sequence plus the headroom a request outranking all others may use.
-    assert engine_batch_floor(RuntimeSettings(model="m", scheduling_policy="priority", max_in_flight=32)) == 36
-    assert engine_batch_floor(RuntimeSettings(model="m", max_in_flight=32)) is None  # fcfs: vLLM's default
-    explicit = RuntimeSettings(model="m", scheduling_policy="priority", max_in_flight=32, max_num_seqs=16)
-    with caplog.at_level("WARNING", logger="inferkube.runtime.engine"):
-        assert engine_batch_floor(explicit) is None  # the user's batch is kept ...
-    assert "below --max-in-flight 32" in caplog.text  # ... and named when too small
-    raw = RuntimeSettings(model="m", scheduling_policy="priority", engine_args=["--max-num-seqs", "8"])
-    assert engine_batch_floor(raw) is None
