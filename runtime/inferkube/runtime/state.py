@@ -164,6 +164,7 @@ class RuntimeState:
             if self.response_cache is not None:
                 await self.response_cache.warm()
             if self.freeze_heap_when_ready:
+                self.engine.settle()
                 freeze_startup_heap()
             self.phase = READY
             log.info("model %s ready", self.settings.model_name)

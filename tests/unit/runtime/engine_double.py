@@ -43,6 +43,7 @@ class EngineDouble:
         self.stream_aborted = 0  # streams closed or cancelled before their end
         self.started = asyncio.Event()
         self.stopped = False
+        self.settled = False  # settle() ran (the server process only)
 
     async def start(self) -> None:
         await asyncio.sleep(self.start_delay)
@@ -52,6 +53,9 @@ class EngineDouble:
 
     async def warmup(self) -> None:
         return None
+
+    def settle(self) -> None:
+        self.settled = True
 
     async def stop(self) -> None:
         self.stopped = True

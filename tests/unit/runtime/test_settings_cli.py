@@ -123,3 +123,18 @@ def test_download_delegates_to_the_downloader(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(download_cli, "main", lambda argv: seen.append(argv) or 0)
     assert main(["download", "--source", "x"]) == 0
     assert seen == [["--source", "x"]]
+
+
+def test_a_ready_server_caches_vllms_environment_variables() -> None:
+    # vLLM's output processor reads an environment variable per request and step; the server process caches
+    # them once ready, as vLLM's engine processes do.
+    from vllm import envs
+
+    from inferkube.runtime.engine import VLLMEngine
+
+    try:
+        assert not envs._is_envs_cache_enabled()
+        VLLMEngine(RuntimeSettings(model="m")).settle()
+        assert envs._is_envs_cache_enabled()
+    finally:
+        envs.disable_envs_cache()
