@@ -8,7 +8,8 @@ and `inferkube-runtime serve` with auth on, in-memory rate limits on, metrics on
 about 1 % of a core. Then, per concurrency, runs alternating pairs (vLLM first, then ours; the next pair
 the other way round) with vLLM's own benchmark client (`vllm.benchmarks.serve`), 64 tokens in / 64 out.
 Reports per concurrency the median of the in-pair ratios (ours / vLLM) of output tok/s, TTFT p50/p99,
-TPOT p50 and serving-layer CPU per output token (CPU time of the HTTP process, not the engine core).
+TPOT p50, serving-layer CPU per output token (CPU time of the HTTP process, not the engine core) and,
+for reading those, the engine processes' CPU per output token.
 Loopback only; writes JSON beside this file.
 """
 
@@ -35,7 +36,7 @@ SERVERS = ("vllm", "inferkube")
 # (key in the result, column title, higher is better)
 METRICS = [("output_throughput", "output tok/s"), ("median_ttft_ms", "TTFT p50 ms"),
            ("p99_ttft_ms", "TTFT p99 ms"), ("median_tpot_ms", "TPOT p50 ms"),
-           ("api_cpu_us_per_token", "API CPU us/tok")]
+           ("api_cpu_us_per_token", "API CPU us/tok"), ("engine_cpu_us_per_token", "engine CPU us/tok")]
 
 
 def free_port() -> int:
@@ -104,11 +105,24 @@ def measure(proc: subprocess.Popen, port: int, model_dir: Path, args: argparse.N
             name: str) -> dict[str, float]:
     """One benchmark run against a running server, with the HTTP process's CPU per output token."""
     api = psutil.Process(proc.pid)
-    before = sum(api.cpu_times()[:2])
+    engine = api.children(recursive=True)  # the engine core (and its worker) processes
+
+    def engine_cpu() -> float:
+        total = 0.0
+        for child in engine:
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    before, engine_before = sum(api.cpu_times()[:2]), engine_cpu()
     result = run_client(port, model_dir, args, concurrency, name)
     cpu = sum(api.cpu_times()[:2]) - before  # includes the 8 warm-ups: the same for both servers
+    tokens = max(1, int(result["total_output_tokens"]))
     out = {key: float(result[key]) for key, _ in METRICS if key in result}
-    out["api_cpu_us_per_token"] = 1e6 * cpu / max(1, int(result["total_output_tokens"]))
+    out["api_cpu_us_per_token"] = 1e6 * cpu / tokens
+    out["engine_cpu_us_per_token"] = 1e6 * (engine_cpu() - engine_before) / tokens
     return out
 
 
