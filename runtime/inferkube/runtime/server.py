@@ -154,16 +154,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 def serve(settings: RuntimeSettings) -> int:
     """Build the app from `settings`, serve until drained, and return the process exit code."""
     configure_logging(settings.log_level, settings.log_format)
-    from inferkube.runtime.engine import engine_cli, engine_stop_limit
+    from inferkube.runtime.engine import engine_stop_limit
 
     if settings.max_stop_sequences > engine_stop_limit():
         log.error("--max-stop-sequences %d is more than the engine accepts (%d, VLLM_MAX_STOP_STRINGS)",
                   settings.max_stop_sequences, engine_stop_limit())
-        return EXIT_BAD_SETTINGS
-    try:
-        engine_cli(settings, settings.model)  # the engine arguments as vLLM reads them, before anything loads
-    except ValueError as exc:
-        log.error("%s", exc)
         return EXIT_BAD_SETTINGS
     app = build_app(settings)
     # JSON: uvicorn's loggers go through our handler, and the request record replaces the access log.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -99,12 +98,12 @@ def test_engine_statistics_cannot_be_turned_off(raw: list[str], tmp_path: Path) 
 
 
 def test_the_server_refuses_to_start_without_engine_statistics() -> None:
-    started = time.monotonic()
+    # Judged where vLLM's own parser reads the engine arguments, in the engine's start (the server listens
+    # meanwhile: vLLM's parser alone takes seconds to import); the process ends with the reason.
     result = subprocess.run([sys.executable, "-m", "inferkube.runtime.cli", "serve", "--model", "builtin:tiny",
-                             "--port", "0", "--", "--disable_log_stats"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2  # invalid settings, before the model loads or a port opens
+                             "--port", "0", "--", "--disable_log_stats"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 1  # the engine failed to start
     assert "turn off vLLM's statistics" in result.stderr and "Traceback" not in result.stderr
-    assert time.monotonic() - started < 60
 
 
 def test_unknown_command_and_help(capsys: pytest.CaptureFixture[str]) -> None:
