@@ -157,9 +157,11 @@ def attach_engine_requests(llm: Any) -> None:
         known = request.request_id in processor.request_states  # a streaming-input update, not a new request
         add(request, prompt, parent_req, request_index, queue)
         tracker = _SERVING_TRACKER.get()
-        state = None if known or tracker is None else processor.request_states.get(request.request_id)
-        if tracker is not None and state is not None:
-            shared = parent_req is not None and request_index > 0
+        if tracker is None or known:
+            return
+        state = processor.request_states.get(request.request_id)
+        if state is not None:
+            shared = parent_req is not None and request_index > 0  # a later child of an n > 1 fan-out
             tracker.attach(0 if shared else state.prompt_len, state.stats)
 
     processor.add_request = add_request

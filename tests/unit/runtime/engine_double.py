@@ -43,7 +43,6 @@ class EngineDouble:
         self.stream_aborted = 0  # streams closed or cancelled before their end
         self.started = asyncio.Event()
         self.stopped = False
-        self.settled = False  # settle() ran (the server process only)
 
     async def start(self) -> None:
         await asyncio.sleep(self.start_delay)
@@ -55,7 +54,7 @@ class EngineDouble:
         return None
 
     def settle(self) -> None:
-        self.settled = True
+        return None
 
     async def stop(self) -> None:
         self.stopped = True
