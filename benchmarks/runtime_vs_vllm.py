@@ -2,6 +2,8 @@
 
     python benchmarks/runtime_vs_vllm.py                      # concurrency 32, 128, 256; 3 alternating pairs each
     python benchmarks/runtime_vs_vllm.py --concurrency 128 --pairs 5
+    python benchmarks/runtime_vs_vllm.py --together --pairs 5  # both loaded at once: 5 rounds each
+    python benchmarks/runtime_vs_vllm.py --sequential 400 --concurrency ""  # one request at a time
 
 Builds the tiny model and starts both servers at once (`python -m vllm.entrypoints.openai.api_server`
 and `inferkube-runtime serve` with auth on, in-memory rate limits on, metrics on); an idle server costs
@@ -9,15 +11,29 @@ about 1 % of a core. Then, per concurrency, runs alternating pairs (vLLM first, 
 the other way round) with vLLM's own benchmark client (`vllm.benchmarks.serve`), 64 tokens in / 64 out.
 Reports per concurrency the median of the in-pair ratios (ours / vLLM) of output tok/s, TTFT p50/p99,
 TPOT p50, serving-layer CPU per output token (CPU time of the HTTP process, not the engine core) and,
-for reading those, the engine processes' CPU per output token.
+for reading those, the engine processes' CPU per output token; with a 95 % bootstrap interval of that
+median and the range of single-pair ratios.
+
+`--together`: this machine's speed drifts by tens of per cent within a minute (the same server's CPU per
+token moved 77-112 us between consecutive runs), more than alternating pairs average out in an hour. In
+each round both servers are loaded at the same moment, each by its own client process (vLLM's client
+again), and measured over the window in which both clients keep their full concurrency: both see the
+same machine, so its drift cancels in the ratio. They share the CPUs, so the absolute numbers are about
+half of a server's alone; the ratios are what this mode is for.
+`--sequential N` (first): N requests one at a time, alternating the servers request by request: what one
+request costs in latency (TTFT, whole answer) without any queueing.
+`--pin`: the API processes, vLLM's scheduler processes and the client off the CPUs vLLM binds its model
+worker to (tried: on 2 cores it made the pairs noisier, not quieter).
 Loopback only; writes JSON beside this file.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import random
 import signal
 import socket
 import statistics
@@ -46,9 +62,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(cmd: list[str], port: int, ready_path: str, log: Path, timeout: float = 600) -> subprocess.Popen:
-    """Start a server subprocess and wait until `ready_path` answers 200."""
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+def start(cmd: list[str], port: int, ready_path: str, log: Path, cache: Path, timeout: float = 600) -> subprocess.Popen:
+    """Start a server subprocess and wait until `ready_path` answers 200. Each server compiles its model into
+    its own, new vLLM cache: the one started second would otherwise find the first one's compiled model, fail
+    to load it (vLLM 0.32 on the CPU: "no attribute 'finalize_loading'") and compile it again on a path the
+    other did not take."""
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+           "VLLM_CACHE_ROOT": str(cache)}
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -81,24 +101,82 @@ def stop(proc: subprocess.Popen) -> None:
         time.sleep(2)  # let the machine settle before the next measurement
 
 
-def run_client(port: int, model_dir: Path, args: argparse.Namespace, concurrency: int, label: str) -> dict:
-    """Drive one server with vLLM's own benchmark client; return its result dict."""
-    from vllm.benchmarks.serve import add_cli_args, main
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
+def thread_ids(pid: int) -> list[int]:
+    """Every thread of a process (Linux: /proc/PID/task)."""
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:
+        return []
 
-    parser = FlexibleArgumentParser()
-    add_cli_args(parser)
-    prompts = args.num_prompts or max(300, 4 * concurrency)
-    bench_args = parser.parse_args([
+
+def engine_cpus(proc: subprocess.Popen) -> set[int]:
+    """The CPUs vLLM bound its model worker's threads to (`VLLM_CPU_OMP_THREADS_BIND=auto` binds them and
+    reserves the remaining CPUs for the scheduler and API processes)."""
+    every = set(range(psutil.cpu_count()))
+    bound: set[int] = set()
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        for tid in thread_ids(child.pid):
+            try:
+                cpus = set(os.sched_getaffinity(tid))
+            except OSError:
+                continue
+            if cpus != every:
+                bound |= cpus
+    return bound
+
+
+def pin(procs: list[subprocess.Popen]) -> set[int]:
+    """`--pin`: keep the API processes, the engines' scheduler processes and this client (every thread) off the
+    CPUs of the model workers, on the CPUs vLLM reserves for them, so neither server's front end preempts the
+    model step (on 2 cores the OS otherwise moves them around, which moved single-pair ratios by +-20 %)."""
+    every = set(range(psutil.cpu_count()))
+    worker: set[int] = set()
+    for proc in procs:
+        worker |= engine_cpus(proc)
+    front = every - worker
+    if not worker or not front:
+        raise RuntimeError(f"--pin: cannot tell the workers' CPUs ({sorted(worker)}) from the rest")
+    pids = [os.getpid()]
+    for proc in procs:
+        pids += [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    for pid in pids:
+        for tid in thread_ids(pid):
+            try:
+                if not set(os.sched_getaffinity(tid)) <= worker:  # a model worker thread stays where vLLM put it
+                    os.sched_setaffinity(tid, front)
+            except OSError:
+                pass
+    return front
+
+
+# `vllm bench serve` without vLLM's CLI entry point (which looks up the `vllm` distribution; this one is vllm-cpu).
+CLIENT_MAIN = ("import sys; from vllm.benchmarks.serve import add_cli_args, main; "
+               "from vllm.utils.argparse_utils import FlexibleArgumentParser; p = FlexibleArgumentParser(); "
+               "add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
+
+
+def client_argv(port: int, model_dir: Path, args: argparse.Namespace, concurrency: int, label: str) -> list[str]:
+    """vLLM's benchmark client arguments for one run (`vllm bench serve`)."""
+    prompts = args.num_prompts or (24 * concurrency if args.together else max(300, 4 * concurrency))
+    return [
         "--backend", "openai", "--host", "127.0.0.1", "--port", str(port), "--endpoint", "/v1/completions",
         "--model", SERVED, "--tokenizer", str(model_dir), "--dataset-name", "random",
         "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
         "--num-prompts", str(prompts), "--max-concurrency", str(concurrency),
         "--ignore-eos", "--seed", "0", "--disable-tqdm", "--num-warmups", "8", "--label", label,
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
-    ])
+    ]
+
+
+def run_client(port: int, model_dir: Path, args: argparse.Namespace, concurrency: int, label: str) -> dict:
+    """Drive one server with vLLM's own benchmark client (in this process); return its result dict."""
+    from vllm.benchmarks.serve import add_cli_args, main
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser()
+    add_cli_args(parser)
     os.environ["OPENAI_API_KEY"] = KEY  # sent to both servers; only ours checks it
-    return main(bench_args)
+    return main(parser.parse_args(client_argv(port, model_dir, args, concurrency, label)))
 
 
 def measure(proc: subprocess.Popen, port: int, model_dir: Path, args: argparse.Namespace, concurrency: int,
@@ -146,23 +224,123 @@ def server_commands(model_dir: Path, port: int, work: Path, engine_args: list[st
     return {"vllm": (vllm_cmd, "/health"), "inferkube": (ours_cmd, "/ready")}
 
 
+def process_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of a server's API process and of its engine processes together."""
+    api = psutil.Process(pid)
+    engine = 0.0
+    for child in api.children(recursive=True):
+        try:
+            engine += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return sum(api.cpu_times()[:2]), engine
+
+
+def at(samples: list[tuple[float, float, float]], when: float) -> tuple[float, float]:
+    """(API CPU, engine CPU) at time `when`, interpolated between the poller's samples."""
+    for (t0, a0, e0), (t1, a1, e1) in itertools.pairwise(samples):
+        if t0 <= when <= t1:
+            f = (when - t0) / (t1 - t0) if t1 > t0 else 0.0
+            return a0 + f * (a1 - a0), e0 + f * (e1 - e0)
+    raise ValueError("time outside the sampled range")
+
+
+def token_times(result: dict) -> list[float]:
+    """When each output token reached the client (monotonic clock): first chunk at start + TTFT, then the
+    inter-chunk gaps; a chunk that carries several tokens spreads them over its arrival."""
+    times: list[float] = []
+    for start, ttft, itls, n in zip(result["start_times"], result["ttfts"], result["itls"],
+                                    result["output_lens"], strict=True):
+        if not n or ttft is None:
+            continue
+        arrivals = [start + ttft]
+        for gap in itls:
+            arrivals.append(arrivals[-1] + gap)
+        per_chunk = n / len(arrivals)
+        times += [arrivals[min(len(arrivals) - 1, int(k / per_chunk))] for k in range(n)]
+    return times
+
+
+def window_metrics(result: dict, samples: list[tuple[float, float, float]], w0: float, w1: float) -> dict[str, float]:
+    """One server's numbers over the window [w0, w1] in which both clients kept their full concurrency."""
+    tokens = sum(1 for t in token_times(result) if w0 <= t <= w1)
+    (a0, e0), (a1, e1) = at(samples, w0), at(samples, w1)
+    started = [i for i, t in enumerate(result["start_times"]) if w0 <= t <= w1 and result["ttfts"][i]]
+    ttfts = sorted(1e3 * result["ttfts"][i] for i in started)
+    tpots = [1e3 * (result["latencies"][i] - result["ttfts"][i]) / (result["output_lens"][i] - 1)
+             for i in started if result["output_lens"][i] > 1]
+    return {"output_throughput": tokens / (w1 - w0), "median_ttft_ms": statistics.median(ttfts),
+            "p99_ttft_ms": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
+            "median_tpot_ms": statistics.median(tpots),
+            "api_cpu_us_per_token": 1e6 * (a1 - a0) / max(1, tokens),
+            "engine_cpu_us_per_token": 1e6 * (e1 - e0) / max(1, tokens)}
+
+
+def together_round(running: dict[str, tuple[subprocess.Popen, int]], model_dir: Path, args: argparse.Namespace,
+                   concurrency: int, work: Path) -> dict[str, dict[str, float]]:
+    """`--together`: both servers loaded at once, each by its own client process, so both see the same
+    machine at the same moment (this machine's speed drifts by tens of per cent within a minute, which no
+    number of alternating pairs averages out cheaply). Measured over the window in which both clients keep
+    their full concurrency (after both ramped up, before either sends its last request)."""
+    clients: dict[str, subprocess.Popen] = {}
+    files: dict[str, Path] = {}
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    for name in SERVERS:
+        files[name] = work / f"together-{name}.json"
+        files[name].unlink(missing_ok=True)
+        _, port = running[name]
+        clients[name] = subprocess.Popen(
+            [sys.executable, "-c", CLIENT_MAIN, *client_argv(port, model_dir, args, concurrency, name), "--save-result", "--save-detailed",
+             "--result-dir", str(work), "--result-filename", files[name].name],
+            stdout=(work / f"together-{name}.log").open("wb"), stderr=subprocess.STDOUT, env=env)
+    samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in SERVERS}
+    while any(c.poll() is None for c in clients.values()):
+        now = time.perf_counter()
+        for name in SERVERS:
+            samples[name].append((now, *process_cpu(running[name][0].pid)))
+        time.sleep(0.1)
+    for name, client in clients.items():
+        if client.returncode != 0:
+            raise RuntimeError(f"the client for {name} exited {client.returncode}; see {work}/together-{name}.log")
+    results = {name: json.loads(files[name].read_text()) for name in SERVERS}
+    # From the later client's first finished request on, both replace each answered request at once (the
+    # opening burst, and its queueing, stays out); until the earlier one has sent its last request.
+    w0 = max(min(s + lat for s, lat in zip(r["start_times"], r["latencies"], strict=True)) for r in results.values())
+    w1 = min(max(r["start_times"]) for r in results.values())  # from here on one client sends no more
+    if w1 - w0 < 5:
+        raise RuntimeError(f"a common window of {w1 - w0:.1f}s is too short: raise --num-prompts")
+    print(f"   window {w1 - w0:.1f}s", flush=True)
+    return {name: window_metrics(results[name], samples[name], w0, w1) for name in SERVERS}
+
+
 def pair_ratios(pairs: list[dict[str, dict[str, float]]]) -> dict[str, float]:
     """Median over pairs of the in-pair ratio ours / vLLM, per metric."""
     return {key: statistics.median(p["inferkube"][key] / p["vllm"][key] for p in pairs) for key, _ in METRICS}
 
 
-def print_table(concurrency: int, pairs: list[dict[str, dict[str, float]]], ratios: dict[str, float]) -> None:
-    """vLLM median | inferkube median | median in-pair ratio, one row per metric."""
-    print(f"\nconcurrency {concurrency} ({len(pairs)} pairs)")
-    print(f"{'metric':<16}{'vLLM server':>14}{'inferkube':>14}{'ratio':>10}{'pair ratios':>16}")
+def median_interval(values: list[float], rounds: int = 2000) -> tuple[float, float]:
+    """A 95 % bootstrap interval of the median (seeded: the same pairs give the same interval)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(rounds))
+    return medians[int(0.025 * rounds)], medians[int(0.975 * rounds) - 1]
+
+
+def print_table(concurrency: int, pairs: list[dict[str, dict[str, float]]], ratios: dict[str, float],
+                unit: str = "pairs") -> None:
+    """vLLM median | inferkube median | median in-pair ratio, its 95 % interval and the single-pair range."""
+    print(f"\nconcurrency {concurrency} ({len(pairs)} {unit})")
+    print(f"{'metric':<18}{'vLLM server':>12}{'inferkube':>12}{'ratio':>8}{'95% interval':>15}{'pair range':>13}")
     for key, title in METRICS:
         a = statistics.median(p["vllm"][key] for p in pairs)
         b = statistics.median(p["inferkube"][key] for p in pairs)
         each = [p["inferkube"][key] / p["vllm"][key] for p in pairs]
-        print(f"{title:<16}{a:>14.2f}{b:>14.2f}{ratios[key]:>10.3f}{min(each):>8.2f}-{max(each):.2f}")
+        low, high = median_interval(each)
+        print(f"{title:<18}{a:>12.2f}{b:>12.2f}{ratios[key]:>8.3f}{low:>9.3f}-{high:.3f}"
+              f"{min(each):>7.2f}-{max(each):.2f}")
 
 
-def start_both(model_dir: Path, work: Path, engine_args: list[str]) -> dict[str, tuple[subprocess.Popen, int]]:
+def start_both(model_dir: Path, work: Path, engine_args: list[str],
+               pinned: bool = False) -> dict[str, tuple[subprocess.Popen, int]]:
     """Start both servers (one after the other, each until ready) and leave them up."""
     running: dict[str, tuple[subprocess.Popen, int]] = {}
     try:
@@ -171,7 +349,10 @@ def start_both(model_dir: Path, work: Path, engine_args: list[str]) -> dict[str,
             cmd, ready = server_commands(model_dir, port, work, engine_args)[name]
             log = work / f"{name}.log"
             print(f"== starting {name} (log {log})", flush=True)
-            running[name] = (start(cmd, port, ready, log), port)
+            running[name] = (start(cmd, port, ready, log, work / f"{name}-vllm-cache"), port)
+        if pinned:  # after both started: a server started from a pinned process would bind its worker elsewhere
+            front = pin([proc for proc, _ in running.values()])
+            print(f"== API processes, schedulers and client on CPUs {sorted(front)}", flush=True)
     except BaseException:
         for proc, _ in running.values():
             stop(proc)
@@ -179,14 +360,75 @@ def start_both(model_dir: Path, work: Path, engine_args: list[str]) -> dict[str,
     return running
 
 
+def measure_concurrency(running: dict[str, tuple[subprocess.Popen, int]], model_dir: Path, args: argparse.Namespace,
+                        concurrency: int, work: Path) -> list[dict[str, dict[str, float]]]:
+    """`--pairs` alternating pairs (vLLM then ours, the next pair the other way round), or as many rounds
+    with both loaded at once (`--together`)."""
+    pairs: list[dict[str, dict[str, float]]] = []
+    for pair_no in range(args.pairs):
+        if args.together:
+            print(f"== c={concurrency} round {pair_no + 1}: both at once", flush=True)
+            pairs.append(together_round(running, model_dir, args, concurrency, work))
+            time.sleep(2)
+            continue
+        pair = {}
+        for name in SERVERS if pair_no % 2 == 0 else tuple(reversed(SERVERS)):
+            proc, port = running[name]
+            print(f"== c={concurrency} pair {pair_no + 1}: {name}", flush=True)
+            pair[name] = measure(proc, port, model_dir, args, concurrency, name)
+            time.sleep(2)
+        pairs.append(pair)
+    return pairs
+
+
+def sequential_probe(running: dict[str, tuple[subprocess.Popen, int]], requests: int, input_len: int) -> dict:
+    """`--sequential N`: one streamed request at a time, alternating the servers request by request (the
+    machine's drift cancels within each pair), 8 tokens out: each server's TTFT and latency medians and the
+    median in-pair difference, ours - vLLM's. What one request costs in latency, without queueing."""
+    body = {"model": SERVED, "prompt": " ".join(f"w{i}" for i in range(input_len // 2)), "max_tokens": 8,
+            "stream": True, "ignore_eos": True}
+    times: dict[str, dict[str, list[float]]] = {name: {"ttft_ms": [], "latency_ms": []} for name in SERVERS}
+    clients = {name: httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"})
+               for name, (_, port) in running.items()}
+    warmup = 20
+    for i in range(warmup + requests):
+        for name in SERVERS if i % 2 == 0 else tuple(reversed(SERVERS)):
+            start, first = time.perf_counter(), 0.0
+            with clients[name].stream("POST", "/v1/completions", json=body) as response:
+                response.raise_for_status()
+                for chunk in response.iter_raw():
+                    first = first or (time.perf_counter() if chunk else 0.0)
+            if i >= warmup:
+                times[name]["ttft_ms"].append(1e3 * (first - start))
+                times[name]["latency_ms"].append(1e3 * (time.perf_counter() - start))
+    for client in clients.values():
+        client.close()
+    report: dict[str, dict[str, float]] = {}
+    print(f"\nsequential: {requests} requests each, one at a time, alternating")
+    for key in ("ttft_ms", "latency_ms"):
+        ours, theirs = times["inferkube"][key], times["vllm"][key]
+        diff = statistics.median(b - a for a, b in zip(theirs, ours, strict=True))
+        report[key] = {"vllm": statistics.median(theirs), "inferkube": statistics.median(ours), "difference": diff}
+        print(f"{key:<12} vLLM {report[key]['vllm']:8.2f}  inferkube {report[key]['inferkube']:8.2f}  "
+              f"median difference {diff:+.2f}")
+    return report
+
+
 def main() -> int:
     """Run the comparison and write the JSON report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", default="32,128,256", help="comma-separated list")
     parser.add_argument("--pairs", type=int, default=3, help="alternating pairs per concurrency")
-    parser.add_argument("--num-prompts", type=int, default=0, help="default: max(300, 4 x concurrency)")
+    parser.add_argument("--num-prompts", type=int, default=0,
+                        help="per client; default max(300, 4 x concurrency), with --together 24 x concurrency")
     parser.add_argument("--input-len", type=int, default=64)
     parser.add_argument("--output-len", type=int, default=64)
+    parser.add_argument("--together", action="store_true",
+                        help="load both servers at once (one client process each) instead of alternating pairs")
+    parser.add_argument("--sequential", type=int, default=0, metavar="N",
+                        help="first: N requests one at a time, alternating servers request by request")
+    parser.add_argument("--pin", action="store_true",
+                        help="API processes, vLLM's scheduler processes and the client off the model worker's CPUs")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_suffix(".json"))
     parser.add_argument("engine_args", nargs="*", help="extra vLLM engine arguments for both (after --)")
     args = parser.parse_args()
@@ -196,23 +438,18 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="runtime-vs-vllm-"))
     model_dir = build_tiny_model(work / "tiny-model")
-    running = start_both(model_dir, work, args.engine_args)
+    running = start_both(model_dir, work, args.engine_args, args.pin)
     report: dict[str, object] = {"config": {k: str(v) for k, v in vars(args).items() if k != "output"}}
     try:
+        if args.sequential:
+            report["sequential"] = sequential_probe(running, args.sequential, args.input_len)
         for concurrency in concurrencies:
-            pairs: list[dict[str, dict[str, float]]] = []
-            for pair_no in range(args.pairs):
-                order = SERVERS if pair_no % 2 == 0 else tuple(reversed(SERVERS))
-                pair = {}
-                for name in order:
-                    proc, port = running[name]
-                    print(f"== c={concurrency} pair {pair_no + 1}: {name}", flush=True)
-                    pair[name] = measure(proc, port, model_dir, args, concurrency, name)
-                    time.sleep(2)
-                pairs.append(pair)
+            pairs = measure_concurrency(running, model_dir, args, concurrency, work)
             ratios = pair_ratios(pairs)
-            print_table(concurrency, pairs, ratios)
-            report[str(concurrency)] = {"ratios": ratios, "pairs": pairs}
+            print_table(concurrency, pairs, ratios, "rounds, both at once" if args.together else "pairs")
+            intervals = {key: median_interval([p["inferkube"][key] / p["vllm"][key] for p in pairs])
+                         for key, _ in METRICS}
+            report[str(concurrency)] = {"ratios": ratios, "intervals": intervals, "pairs": pairs}
     finally:
         for proc, _ in running.values():
             stop(proc)
