@@ -11,8 +11,9 @@ about 1 % of a core. Then, per concurrency, runs alternating pairs (vLLM first, 
 the other way round) with vLLM's own benchmark client (`vllm.benchmarks.serve`), 64 tokens in / 64 out.
 Reports per concurrency the median of the in-pair ratios (ours / vLLM) of output tok/s, TTFT p50/p99,
 TPOT p50, serving-layer CPU per output token (CPU time of the HTTP process, not the engine core) and,
-for reading those, the engine processes' CPU per output token; with a 95 % bootstrap interval of that
-median and the range of single-pair ratios.
+for reading those, the engine processes' CPU per output token; with a distribution-free interval of that
+median (order statistics; its coverage in the header: 5 pairs give min-max at 94 %) and the range of
+single-pair ratios.
 
 `--together`: this machine's speed drifts by tens of per cent within a minute (the same server's CPU per
 token moved 77-112 us between consecutive runs), more than alternating pairs average out in an hour. In
@@ -32,8 +33,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
-import random
 import signal
 import socket
 import statistics
@@ -251,24 +252,37 @@ def token_times(result: dict) -> list[float]:
     times: list[float] = []
     for start, ttft, itls, n in zip(result["start_times"], result["ttfts"], result["itls"],
                                     result["output_lens"], strict=True):
-        if not n or ttft is None:
+        if not n or not ttft:  # a failed request: no tokens (vLLM's client records ttft 0, output_lens 0)
             continue
         arrivals = [start + ttft]
         for gap in itls:
             arrivals.append(arrivals[-1] + gap)
-        per_chunk = n / len(arrivals)
-        times += [arrivals[min(len(arrivals) - 1, int(k / per_chunk))] for k in range(n)]
+        times += [arrivals[k * len(arrivals) // n] for k in range(n)]
     return times
 
 
+def common_window(results: list[dict]) -> tuple[float, float]:
+    """The window in which every client keeps its full concurrency: from the later client's first answered
+    request (from then on each answer is replaced at once: the opening burst and its queueing stay out) to
+    the earlier client's last request (from then on its concurrency falls). Failed requests do not count."""
+    def answered(r: dict) -> list[int]:
+        return [i for i, n in enumerate(r["output_lens"]) if n]
+
+    w0 = max(min(r["start_times"][i] + r["latencies"][i] for i in answered(r)) for r in results)
+    w1 = min(max(r["start_times"][i] for i in answered(r)) for r in results)
+    return w0, w1
+
+
 def window_metrics(result: dict, samples: list[tuple[float, float, float]], w0: float, w1: float) -> dict[str, float]:
-    """One server's numbers over the window [w0, w1] in which both clients kept their full concurrency."""
+    """One server's numbers over the window [w0, w1] in which both clients kept their full concurrency:
+    tokens that arrived in it; TTFT and TPOT of the requests that started and ended in it."""
     tokens = sum(1 for t in token_times(result) if w0 <= t <= w1)
     (a0, e0), (a1, e1) = at(samples, w0), at(samples, w1)
-    started = [i for i, t in enumerate(result["start_times"]) if w0 <= t <= w1 and result["ttfts"][i]]
-    ttfts = sorted(1e3 * result["ttfts"][i] for i in started)
+    inside = [i for i, (start, latency) in enumerate(zip(result["start_times"], result["latencies"], strict=True))
+              if w0 <= start and start + latency <= w1 and result["output_lens"][i]]
+    ttfts = sorted(1e3 * result["ttfts"][i] for i in inside)
     tpots = [1e3 * (result["latencies"][i] - result["ttfts"][i]) / (result["output_lens"][i] - 1)
-             for i in started if result["output_lens"][i] > 1]
+             for i in inside if result["output_lens"][i] > 1]
     return {"output_throughput": tokens / (w1 - w0), "median_ttft_ms": statistics.median(ttfts),
             "p99_ttft_ms": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
             "median_tpot_ms": statistics.median(tpots),
@@ -303,10 +317,10 @@ def together_round(running: dict[str, tuple[subprocess.Popen, int]], model_dir: 
         if client.returncode != 0:
             raise RuntimeError(f"the client for {name} exited {client.returncode}; see {work}/together-{name}.log")
     results = {name: json.loads(files[name].read_text()) for name in SERVERS}
-    # From the later client's first finished request on, both replace each answered request at once (the
-    # opening burst, and its queueing, stays out); until the earlier one has sent its last request.
-    w0 = max(min(s + lat for s, lat in zip(r["start_times"], r["latencies"], strict=True)) for r in results.values())
-    w1 = min(max(r["start_times"]) for r in results.values())  # from here on one client sends no more
+    for name, result in results.items():
+        if result["failed"]:
+            raise RuntimeError(f"{name} failed {result['failed']} requests; see {work}/together-{name}.log")
+    w0, w1 = common_window(list(results.values()))
     if w1 - w0 < 5:
         raise RuntimeError(f"a common window of {w1 - w0:.1f}s is too short: raise --num-prompts")
     print(f"   window {w1 - w0:.1f}s", flush=True)
@@ -318,23 +332,33 @@ def pair_ratios(pairs: list[dict[str, dict[str, float]]]) -> dict[str, float]:
     return {key: statistics.median(p["inferkube"][key] / p["vllm"][key] for p in pairs) for key, _ in METRICS}
 
 
-def median_interval(values: list[float], rounds: int = 2000) -> tuple[float, float]:
-    """A 95 % bootstrap interval of the median (seeded: the same pairs give the same interval)."""
-    rng = random.Random(0)
-    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(rounds))
-    return medians[int(0.025 * rounds)], medians[int(0.975 * rounds) - 1]
+def median_interval(values: list[float]) -> tuple[float, float, float]:
+    """A distribution-free interval of the median from order statistics: the widest-inward [x(k), x(n+1-k)]
+    that still covers the median with >= 95 % (binomial), or min-max when there are too few values; and its
+    coverage (5 values: min-max, 93.75 %; 11 values: x(2)-x(10), 98.8 %)."""
+    xs, n = sorted(values), len(values)
+
+    def below(k: int) -> float:  # P(Binomial(n, 1/2) < k)
+        return sum(math.comb(n, i) for i in range(k)) / 2 ** n
+
+    k = 1
+    while k + 1 <= n / 2 and below(k + 1) <= 0.025:
+        k += 1
+    return xs[k - 1], xs[n - k], 1 - 2 * below(k)
 
 
 def print_table(concurrency: int, pairs: list[dict[str, dict[str, float]]], ratios: dict[str, float],
                 unit: str = "pairs") -> None:
     """vLLM median | inferkube median | median in-pair ratio, its 95 % interval and the single-pair range."""
     print(f"\nconcurrency {concurrency} ({len(pairs)} {unit})")
-    print(f"{'metric':<18}{'vLLM server':>12}{'inferkube':>12}{'ratio':>8}{'95% interval':>15}{'pair range':>13}")
+    coverage = median_interval([1.0] * len(pairs))[2]
+    print(f"{'metric':<18}{'vLLM server':>12}{'inferkube':>12}{'ratio':>8}{f'{coverage:.0%} interval':>15}"
+          f"{'pair range':>13}")
     for key, title in METRICS:
         a = statistics.median(p["vllm"][key] for p in pairs)
         b = statistics.median(p["inferkube"][key] for p in pairs)
         each = [p["inferkube"][key] / p["vllm"][key] for p in pairs]
-        low, high = median_interval(each)
+        low, high, _ = median_interval(each)
         print(f"{title:<18}{a:>12.2f}{b:>12.2f}{ratios[key]:>8.3f}{low:>9.3f}-{high:.3f}"
               f"{min(each):>7.2f}-{max(each):.2f}")
 
@@ -407,10 +431,16 @@ def sequential_probe(running: dict[str, tuple[subprocess.Popen, int]], requests:
     print(f"\nsequential: {requests} requests each, one at a time, alternating")
     for key in ("ttft_ms", "latency_ms"):
         ours, theirs = times["inferkube"][key], times["vllm"][key]
-        diff = statistics.median(b - a for a, b in zip(theirs, ours, strict=True))
-        report[key] = {"vllm": statistics.median(theirs), "inferkube": statistics.median(ours), "difference": diff}
-        print(f"{key:<12} vLLM {report[key]['vllm']:8.2f}  inferkube {report[key]['inferkube']:8.2f}  "
-              f"median difference {diff:+.2f}")
+        diffs = [b - a for a, b in zip(theirs, ours, strict=True)]
+        # Per order too: the one sent second in a pair may differ from the first; even and odd pairs swap it.
+        report[key] = {"vllm": statistics.median(theirs), "inferkube": statistics.median(ours),
+                       "mean_difference": statistics.fmean(diffs),
+                       "median_difference_vllm_first": statistics.median(diffs[0::2]),
+                       "median_difference_ours_first": statistics.median(diffs[1::2])}
+        r = report[key]
+        print(f"{key:<12} p50 vLLM {r['vllm']:7.2f}  inferkube {r['inferkube']:7.2f}  mean in-pair difference "
+              f"{r['mean_difference']:+.2f} (median: vLLM first {r['median_difference_vllm_first']:+.2f}, "
+              f"ours first {r['median_difference_ours_first']:+.2f})")
     return report
 
 
@@ -447,7 +477,7 @@ def main() -> int:
             pairs = measure_concurrency(running, model_dir, args, concurrency, work)
             ratios = pair_ratios(pairs)
             print_table(concurrency, pairs, ratios, "rounds, both at once" if args.together else "pairs")
-            intervals = {key: median_interval([p["inferkube"][key] / p["vllm"][key] for p in pairs])
+            intervals = {key: median_interval([p["inferkube"][key] / p["vllm"][key] for p in pairs])[:2]
                          for key, _ in METRICS}
             report[str(concurrency)] = {"ratios": ratios, "intervals": intervals, "pairs": pairs}
     finally:
