@@ -156,6 +156,11 @@ CLIENT_MAIN = ("import sys; from vllm.benchmarks.serve import add_cli_args, main
                "add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
 
 
+def order(i: int) -> tuple[str, ...]:
+    """The servers in the order of pair `i`: vLLM first in even pairs, ours first in odd ones."""
+    return SERVERS if i % 2 == 0 else tuple(reversed(SERVERS))
+
+
 def client_argv(port: int, model_dir: Path, args: argparse.Namespace, concurrency: int, label: str) -> list[str]:
     """vLLM's benchmark client arguments for one run (`vllm bench serve`)."""
     prompts = args.num_prompts or (24 * concurrency if args.together else max(300, 4 * concurrency))
@@ -180,28 +185,28 @@ def run_client(port: int, model_dir: Path, args: argparse.Namespace, concurrency
     return main(parser.parse_args(client_argv(port, model_dir, args, concurrency, label)))
 
 
+def process_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of a server's API process and of its engine processes together."""
+    api = psutil.Process(pid)
+    engine = 0.0
+    for child in api.children(recursive=True):
+        try:
+            engine += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return sum(api.cpu_times()[:2]), engine
+
+
 def measure(proc: subprocess.Popen, port: int, model_dir: Path, args: argparse.Namespace, concurrency: int,
             name: str) -> dict[str, float]:
     """One benchmark run against a running server, with the HTTP process's CPU per output token."""
-    api = psutil.Process(proc.pid)
-    engine = api.children(recursive=True)  # the engine core (and its worker) processes
-
-    def engine_cpu() -> float:
-        total = 0.0
-        for child in engine:
-            try:
-                total += sum(child.cpu_times()[:2])
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    before, engine_before = sum(api.cpu_times()[:2]), engine_cpu()
+    api_before, engine_before = process_cpu(proc.pid)
     result = run_client(port, model_dir, args, concurrency, name)
-    cpu = sum(api.cpu_times()[:2]) - before  # includes the 8 warm-ups: the same for both servers
+    api_after, engine_after = process_cpu(proc.pid)  # includes the 8 warm-ups: the same for both servers
     tokens = max(1, int(result["total_output_tokens"]))
     out = {key: float(result[key]) for key, _ in METRICS if key in result}
-    out["api_cpu_us_per_token"] = 1e6 * cpu / tokens
-    out["engine_cpu_us_per_token"] = 1e6 * (engine_cpu() - engine_before) / tokens
+    out["api_cpu_us_per_token"] = 1e6 * (api_after - api_before) / tokens
+    out["engine_cpu_us_per_token"] = 1e6 * (engine_after - engine_before) / tokens
     return out
 
 
@@ -223,18 +228,6 @@ def server_commands(model_dir: Path, port: int, work: Path, engine_args: list[st
     if engine_args:
         ours_cmd += ["--", *engine_args]
     return {"vllm": (vllm_cmd, "/health"), "inferkube": (ours_cmd, "/ready")}
-
-
-def process_cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds (user + system) of a server's API process and of its engine processes together."""
-    api = psutil.Process(pid)
-    engine = 0.0
-    for child in api.children(recursive=True):
-        try:
-            engine += sum(child.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            pass
-    return sum(api.cpu_times()[:2]), engine
 
 
 def at(samples: list[tuple[float, float, float]], when: float) -> tuple[float, float]:
@@ -304,8 +297,8 @@ def together_round(running: dict[str, tuple[subprocess.Popen, int]], model_dir: 
         files[name].unlink(missing_ok=True)
         _, port = running[name]
         clients[name] = subprocess.Popen(
-            [sys.executable, "-c", CLIENT_MAIN, *client_argv(port, model_dir, args, concurrency, name), "--save-result", "--save-detailed",
-             "--result-dir", str(work), "--result-filename", files[name].name],
+            [sys.executable, "-c", CLIENT_MAIN, *client_argv(port, model_dir, args, concurrency, name),
+             "--save-result", "--save-detailed", "--result-dir", str(work), "--result-filename", files[name].name],
             stdout=(work / f"together-{name}.log").open("wb"), stderr=subprocess.STDOUT, env=env)
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in SERVERS}
     while any(c.poll() is None for c in clients.values()):
@@ -348,8 +341,8 @@ def median_interval(values: list[float]) -> tuple[float, float, float]:
 
 
 def print_table(concurrency: int, pairs: list[dict[str, dict[str, float]]], ratios: dict[str, float],
-                unit: str = "pairs") -> None:
-    """vLLM median | inferkube median | median in-pair ratio, its 95 % interval and the single-pair range."""
+                intervals: dict[str, tuple[float, float]], unit: str = "pairs") -> None:
+    """vLLM median | inferkube median | median in-pair ratio, its interval and the single-pair range."""
     print(f"\nconcurrency {concurrency} ({len(pairs)} {unit})")
     coverage = median_interval([1.0] * len(pairs))[2]
     print(f"{'metric':<18}{'vLLM server':>12}{'inferkube':>12}{'ratio':>8}{f'{coverage:.0%} interval':>15}"
@@ -358,7 +351,7 @@ def print_table(concurrency: int, pairs: list[dict[str, dict[str, float]]], rati
         a = statistics.median(p["vllm"][key] for p in pairs)
         b = statistics.median(p["inferkube"][key] for p in pairs)
         each = [p["inferkube"][key] / p["vllm"][key] for p in pairs]
-        low, high, _ = median_interval(each)
+        low, high = intervals[key]
         print(f"{title:<18}{a:>12.2f}{b:>12.2f}{ratios[key]:>8.3f}{low:>9.3f}-{high:.3f}"
               f"{min(each):>7.2f}-{max(each):.2f}")
 
@@ -396,7 +389,7 @@ def measure_concurrency(running: dict[str, tuple[subprocess.Popen, int]], model_
             time.sleep(2)
             continue
         pair = {}
-        for name in SERVERS if pair_no % 2 == 0 else tuple(reversed(SERVERS)):
+        for name in order(pair_no):
             proc, port = running[name]
             print(f"== c={concurrency} pair {pair_no + 1}: {name}", flush=True)
             pair[name] = measure(proc, port, model_dir, args, concurrency, name)
@@ -407,8 +400,8 @@ def measure_concurrency(running: dict[str, tuple[subprocess.Popen, int]], model_
 
 def sequential_probe(running: dict[str, tuple[subprocess.Popen, int]], requests: int, input_len: int) -> dict:
     """`--sequential N`: one streamed request at a time, alternating the servers request by request (the
-    machine's drift cancels within each pair), 8 tokens out: each server's TTFT and latency medians and the
-    median in-pair difference, ours - vLLM's. What one request costs in latency, without queueing."""
+    machine's drift cancels within each pair), 8 tokens out: each server's TTFT and latency medians, the mean
+    in-pair difference (ours - vLLM's) and its median per order. What one request costs, without queueing."""
     body = {"model": SERVED, "prompt": " ".join(f"w{i}" for i in range(input_len // 2)), "max_tokens": 8,
             "stream": True, "ignore_eos": True}
     times: dict[str, dict[str, list[float]]] = {name: {"ttft_ms": [], "latency_ms": []} for name in SERVERS}
@@ -416,7 +409,7 @@ def sequential_probe(running: dict[str, tuple[subprocess.Popen, int]], requests:
                for name, (_, port) in running.items()}
     warmup = 20
     for i in range(warmup + requests):
-        for name in SERVERS if i % 2 == 0 else tuple(reversed(SERVERS)):
+        for name in order(i):
             start, first = time.perf_counter(), 0.0
             with clients[name].stream("POST", "/v1/completions", json=body) as response:
                 response.raise_for_status()
@@ -476,9 +469,9 @@ def main() -> int:
         for concurrency in concurrencies:
             pairs = measure_concurrency(running, model_dir, args, concurrency, work)
             ratios = pair_ratios(pairs)
-            print_table(concurrency, pairs, ratios, "rounds, both at once" if args.together else "pairs")
             intervals = {key: median_interval([p["inferkube"][key] / p["vllm"][key] for p in pairs])[:2]
                          for key, _ in METRICS}
+            print_table(concurrency, pairs, ratios, intervals, "rounds, both at once" if args.together else "pairs")
             report[str(concurrency)] = {"ratios": ratios, "intervals": intervals, "pairs": pairs}
     finally:
         for proc, _ in running.values():
